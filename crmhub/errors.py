@@ -1,0 +1,49 @@
+"""The hub's failure kinds: every connector's classify() turns its errors into one of these.
+
+The step decides what happens from the kind alone:
+- TransientError     retry with backoff (honouring retry_after) until the target is back
+- MissingDependency  park the message; replay it when the awaited cross-reference is bound
+- PermanentError     dead-letter at once with context and move on
+- MappingError       a PermanentError raised by a pure mapping (bad or unknown input)
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Base of every error the step knows how to handle."""
+
+
+class TransientError(HubError):
+    """A retry can help: timeout, connection refused, 429, 5xx, lock or deadlock."""
+
+    def __init__(self, message: str, *, system: str = "", retry_after: float | None = None):
+        super().__init__(message)
+        self.system = system
+        self.retry_after = retry_after
+
+
+class MissingDependency(HubError):
+    """The entity this message needs is not bound in the target system yet."""
+
+    def __init__(self, entity: str, canonical_id: str, system: str):
+        super().__init__(f"{entity} {canonical_id!r} is not yet bound in {system}")
+        self.entity = entity
+        self.canonical_id = canonical_id
+        self.system = system
+
+
+class PermanentError(HubError):
+    """No retry can help: validation error, 4xx, a record the target refuses."""
+
+    def __init__(self, message: str, *, system: str = ""):
+        super().__init__(message)
+        self.system = system
+
+
+class MappingError(PermanentError):
+    """A mapping could not translate the payload (unknown code, missing field, bad value)."""
+
+
+class DecodeError(PermanentError):
+    """A Kafka message is not JSON, not a valid envelope, or of an unknown schema version."""
