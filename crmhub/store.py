@@ -1,0 +1,424 @@
+"""The state store: ledger, cross-references, parked messages, dead letters, cursors.
+
+Synchronous SQLAlchemy on purpose: every call is one short indexed query or one small
+transaction on a local database, so the step calls it inline instead of hopping threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, event, exists, func, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session, SQLModel, col, create_engine, delete, select
+
+from crmhub.errors import MissingDependency, PermanentError, TransientError
+from schemas.state import (
+    Cursor,
+    DeadLetter,
+    DeadLetterStatus,
+    Ledger,
+    LedgerStatus,
+    Parked,
+    ParkedState,
+    TargetStatus,
+    Xref,
+    utcnow,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 4_172_031  # pg_advisory_lock key: replicas starting together migrate once
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A consumed Kafka record as the hub keeps it for parking, dead-lettering and replay."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def headers_json(self) -> str:
+        return json.dumps([[k, base64.b64encode(v).decode()] for k, v in self.headers])
+
+    @staticmethod
+    def headers_from_json(raw: str) -> list[tuple[str, bytes]]:
+        return [(k, base64.b64decode(v)) for k, v in json.loads(raw)]
+
+
+@dataclass(frozen=True)
+class Bind:
+    entity: str
+    canonical_id: str
+    system: str
+    external_id: str
+    version: str | None = None
+
+
+class Store:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url, echo=echo, connect_args={"check_same_thread": False, "timeout": 10}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(
+                url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                connect_args={"connect_timeout": 5},
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except OperationalError:
+            return False
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except IntegrityError as exc:
+                session.rollback()
+                raise TransientError(f"concurrent write in the state store: {exc.orig}") from exc
+            except OperationalError as exc:
+                session.rollback()
+                raise TransientError(f"state store unavailable: {exc.orig}", system="state") from exc
+
+    # -- ledger --------------------------------------------------------------------------------
+    def ledger_status(self, event_id: str, flow: str) -> str | None:
+        with self.session() as s:
+            row = s.get(Ledger, (event_id, flow))
+            return row.status if row else None
+
+    def _set_ledger(self, s: Session, event_id: str, flow: str, status: str, *,
+                    entity: str = "", entity_id: str = "", attempts: int = 1,
+                    error: str | None = None) -> None:
+        row = s.get(Ledger, (event_id, flow))
+        if row is None:
+            row = Ledger(event_id=event_id, flow=flow, status=status, entity=entity,
+                         entity_id=entity_id, attempts=attempts, error=error)
+        else:
+            row.status, row.attempts, row.error = status, row.attempts + attempts, error
+            row.updated_at = utcnow()
+        s.add(row)
+
+    def commit_success(self, flow: str, event_id: str, entity: str, entity_id: str,
+                       binds: Sequence[Bind], attempts: int) -> None:
+        """Ledger row + cross-references + clearing this event's parked row, one transaction."""
+        with self.session() as s:
+            for bind in binds:
+                self._bind(s, bind)
+            self._set_ledger(s, event_id, flow, LedgerStatus.DONE, entity=entity,
+                             entity_id=entity_id, attempts=attempts)
+            s.exec(delete(Parked).where(col(Parked.flow) == flow,
+                                        col(Parked.event_id) == event_id))
+
+    def mark_skipped(self, flow: str, event_id: str, entity: str, entity_id: str,
+                     reason: str) -> None:
+        with self.session() as s:
+            self._set_ledger(s, event_id, flow, LedgerStatus.SKIPPED, entity=entity,
+                             entity_id=entity_id, error=reason)
+
+    # -- cross-references ---------------------------------------------------------------------
+    def _bind(self, s: Session, bind: Bind) -> None:
+        row = s.exec(select(Xref).where(
+            Xref.system == bind.system, Xref.entity == bind.entity,
+            Xref.canonical_id == bind.canonical_id)).first()
+        taken = s.exec(select(Xref).where(
+            Xref.system == bind.system, Xref.entity == bind.entity,
+            Xref.external_id == bind.external_id)).first()
+        if taken is not None and taken.canonical_id != bind.canonical_id:
+            raise PermanentError(
+                f"{bind.system} {bind.entity} {bind.external_id!r} is already bound to "
+                f"{taken.canonical_id!r}, refusing to bind it to {bind.canonical_id!r}")
+        if row is None:
+            row = Xref(entity=bind.entity, canonical_id=bind.canonical_id, system=bind.system,
+                       external_id=bind.external_id)
+        row.external_id, row.synced_at = bind.external_id, utcnow()
+        if bind.version is not None:
+            row.last_version = bind.version
+        s.add(row)
+        s.flush()
+
+    def bind(self, bind: Bind) -> None:
+        with self.session() as s:
+            self._bind(s, bind)
+
+    def external_id(self, entity: str, canonical_id: str, system: str) -> str | None:
+        with self.session() as s:
+            return s.exec(select(Xref.external_id).where(
+                Xref.system == system, Xref.entity == entity,
+                Xref.canonical_id == canonical_id)).first()
+
+    def canonical_id(self, entity: str, system: str, external_id: str) -> str | None:
+        with self.session() as s:
+            return s.exec(select(Xref.canonical_id).where(
+                Xref.system == system, Xref.entity == entity,
+                Xref.external_id == external_id)).first()
+
+    # -- parking -------------------------------------------------------------------------------
+    def parked_ahead(self, flow: str, entity_id: str, event_id: str) -> Parked | None:
+        """An earlier message of the same entity parked in this flow (order per key).
+
+        A message that is itself parked (now being replayed) only waits for rows parked
+        before it, so two parked messages of one entity never wait for each other.
+        """
+        with self.session() as s:
+            own = s.exec(select(Parked.id).where(Parked.flow == flow,
+                                                 Parked.event_id == event_id)).first()
+            query = select(Parked).where(Parked.flow == flow, Parked.entity_id == entity_id,
+                                         Parked.event_id != event_id)
+            if own is not None:
+                query = query.where(col(Parked.id) < own)
+            return s.exec(query.order_by(col(Parked.id))).first()
+
+    def park(self, *, flow: str, group_id: str, message: RawMessage, event_id: str,
+             entity: str, entity_id: str, waits: MissingDependency, reason: str,
+             ttl: timedelta) -> Parked:
+        now = utcnow()
+        with self.session() as s:
+            row = s.exec(select(Parked).where(Parked.flow == flow,
+                                              Parked.event_id == event_id)).first()
+            if row is None:
+                row = Parked(flow=flow, group_id=group_id, event_id=event_id,
+                             entity_id=entity_id, waits_entity="", waits_id="",
+                             waits_system="", topic=message.topic,
+                             partition=message.partition, offset=message.offset,
+                             key=message.key, value=message.value,
+                             headers=message.headers_json(), reason="",
+                             expires_at=now + ttl, parked_at=now, attempts=0)
+            row.waits_entity, row.waits_id, row.waits_system = (
+                waits.entity, waits.canonical_id, waits.system)
+            row.reason, row.state, row.attempts = reason, ParkedState.WAITING, row.attempts + 1
+            row.replayed_at = None
+            s.add(row)
+            self._set_ledger(s, event_id, flow, LedgerStatus.PARKED, entity=entity,
+                             entity_id=entity_id, error=reason)
+            return row
+
+    def claim_replayable(self, limit: int = 100) -> list[Parked]:
+        """Waiting rows whose dependency is now bound; marked replaying so one replica sends them."""
+        bound = exists().where(Xref.system == Parked.waits_system,
+                               Xref.entity == Parked.waits_entity,
+                               Xref.canonical_id == Parked.waits_id)
+        return self._claim(
+            select(Parked).where(Parked.state == ParkedState.WAITING, bound)
+            .order_by(col(Parked.id)).limit(limit))
+
+    def requeue_stale_replays(self, older_than: timedelta) -> int:
+        """Replays that never came back (e.g. the broker restarted empty) are sent again."""
+        cutoff = utcnow() - older_than
+        with self.session() as s:
+            result = s.exec(update(Parked).where(  # type: ignore[call-overload]
+                col(Parked.state) == ParkedState.REPLAYING,
+                col(Parked.replayed_at) < cutoff).values(state=ParkedState.WAITING))
+            return int(result.rowcount or 0)
+
+    def _claim(self, query: Any) -> list[Parked]:
+        claimed: list[Parked] = []
+        with self.session() as s:
+            for row in s.exec(query).all():
+                result = s.exec(update(Parked).where(  # type: ignore[call-overload]
+                    col(Parked.id) == row.id, col(Parked.state) == ParkedState.WAITING)
+                    .values(state=ParkedState.REPLAYING, replayed_at=utcnow()))
+                if result.rowcount:
+                    claimed.append(row)
+        return claimed
+
+    def expired_parked(self, limit: int = 100) -> list[Parked]:
+        with self.session() as s:
+            return list(s.exec(select(Parked).where(col(Parked.expires_at) < utcnow())
+                               .order_by(col(Parked.id)).limit(limit)).all())
+
+    def list_parked(self, flow: str | None = None, limit: int = 100) -> list[Parked]:
+        with self.session() as s:
+            query = select(Parked).order_by(col(Parked.id)).limit(limit)
+            if flow:
+                query = query.where(Parked.flow == flow)
+            return list(s.exec(query).all())
+
+    # -- dead letters ----------------------------------------------------------------------------
+    def dead_letter(self, *, flow: str, group_id: str, message: RawMessage,
+                    event_id: str | None, entity: str, entity_id: str | None,
+                    error: BaseException, error_text: str, attempts: int,
+                    first_failure_at: datetime) -> DeadLetter:
+        """Index one dead letter (and close its ledger row and any parked row) atomically."""
+        with self.session() as s:
+            row = DeadLetter(flow=flow, group_id=group_id, topic=message.topic,
+                             partition=message.partition, offset=message.offset,
+                             key=message.key, value=message.value,
+                             headers=message.headers_json(), event_id=event_id,
+                             entity_id=entity_id, error_class=type(error).__name__,
+                             error_message=error_text, attempts=attempts,
+                             first_failure_at=first_failure_at, last_failure_at=utcnow())
+            s.add(row)
+            if event_id:
+                self._set_ledger(s, event_id, flow, LedgerStatus.DEAD, entity=entity,
+                                 entity_id=entity_id or "", attempts=0, error=error_text)
+                s.exec(delete(Parked).where(col(Parked.flow) == flow,
+                                            col(Parked.event_id) == event_id))
+            s.flush()
+            return row
+
+    def list_dead_letters(self, *, flow: str | None = None, status: str | None = None,
+                          error_class: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        with self.session() as s:
+            return list(s.exec(_dlq_filter(select(DeadLetter), flow, status, error_class)
+                               .order_by(col(DeadLetter.id)).limit(limit)).all())
+
+    def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
+        with self.session() as s:
+            return s.get(DeadLetter, dead_letter_id)
+
+    def request_replay(self, *, ids: Sequence[int] = (), flow: str | None = None,
+                       error_class: str | None = None, everything: bool = False) -> int:
+        """Mark dead letters for replay; the running hub's sweeper republishes them."""
+        if not (ids or flow or error_class or everything):
+            raise ValueError("name dead-letter ids, a filter, or ask for all")
+        query = update(DeadLetter).where(col(DeadLetter.status) == DeadLetterStatus.DEAD)
+        if ids:
+            query = query.where(col(DeadLetter.id).in_(list(ids)))
+        query = _dlq_filter(query, flow, None, error_class)
+        with self.session() as s:
+            result = s.exec(query.values(  # type: ignore[call-overload]
+                status=DeadLetterStatus.REPLAY_REQUESTED, updated_at=utcnow()))
+            return int(result.rowcount or 0)
+
+    def discard(self, dead_letter_id: int, reason: str) -> bool:
+        if not reason.strip():
+            raise ValueError("a discard needs a reason")
+        with self.session() as s:
+            result = s.exec(update(DeadLetter).where(  # type: ignore[call-overload]
+                col(DeadLetter.id) == dead_letter_id,
+                col(DeadLetter.status) != DeadLetterStatus.DISCARDED)
+                .values(status=DeadLetterStatus.DISCARDED, note=reason, updated_at=utcnow()))
+            return bool(result.rowcount)
+
+    def claim_dead_letter_replays(self, limit: int = 100) -> list[DeadLetter]:
+        claimed: list[DeadLetter] = []
+        with self.session() as s:
+            rows = s.exec(select(DeadLetter).where(
+                DeadLetter.status == DeadLetterStatus.REPLAY_REQUESTED)
+                .order_by(col(DeadLetter.id)).limit(limit)).all()
+            for row in rows:
+                result = s.exec(update(DeadLetter).where(  # type: ignore[call-overload]
+                    col(DeadLetter.id) == row.id,
+                    col(DeadLetter.status) == DeadLetterStatus.REPLAY_REQUESTED)
+                    .values(status=DeadLetterStatus.REPLAYED, updated_at=utcnow()))
+                if result.rowcount:
+                    claimed.append(row)
+        return claimed
+
+    # -- target systems ----------------------------------------------------------------------
+    def mark_down(self, system: str, error: str) -> None:
+        with self.session() as s:
+            row = s.get(TargetStatus, system) or TargetStatus(system=system)
+            row.down_since = row.down_since or utcnow()
+            row.last_error, row.updated_at = error, utcnow()
+            s.add(row)
+
+    def mark_up(self, system: str) -> None:
+        with self.session() as s:
+            row = s.get(TargetStatus, system)
+            if row is not None and row.down_since is not None:
+                row.down_since, row.updated_at = None, utcnow()
+                s.add(row)
+
+    def targets(self) -> list[TargetStatus]:
+        with self.session() as s:
+            return list(s.exec(select(TargetStatus).order_by(col(TargetStatus.system))).all())
+
+    # -- cursors -----------------------------------------------------------------------------
+    def cursor(self, connector: str, stream: str) -> str | None:
+        with self.session() as s:
+            row = s.get(Cursor, (connector, stream))
+            return row.position if row else None
+
+    def set_cursor(self, connector: str, stream: str, position: str) -> None:
+        with self.session() as s:
+            row = s.get(Cursor, (connector, stream)) or Cursor(connector=connector, stream=stream)
+            row.position, row.updated_at = position, utcnow()
+            s.add(row)
+
+    # -- status --------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Counts for `crmhub status` and the console."""
+        with self.session() as s:
+            ledger = s.exec(select(Ledger.flow, Ledger.status, func.count())
+                            .group_by(col(Ledger.flow), col(Ledger.status))).all()
+            parked = s.exec(select(Parked.flow, func.count()).group_by(col(Parked.flow))).all()
+            dead = s.exec(select(DeadLetter.flow, DeadLetter.status, func.count())
+                          .group_by(col(DeadLetter.flow), col(DeadLetter.status))).all()
+        flows: dict[str, dict[str, int]] = {}
+        for flow, status, count in ledger:
+            flows.setdefault(flow, {})[status] = count
+        return {
+            "flows": flows,
+            "parked": dict(parked),
+            "dead_letters": {f"{flow}/{status}": count for flow, status, count in dead},
+            "targets": [
+                {"system": t.system, "down_since": t.down_since, "last_error": t.last_error}
+                for t in self.targets()
+            ],
+        }
+
+
+def _dlq_filter(query: Any, flow: str | None, status: str | None,
+                error_class: str | None) -> Any:
+    if flow:
+        query = query.where(col(DeadLetter.flow) == flow)
+    if status:
+        query = query.where(col(DeadLetter.status) == status)
+    if error_class:
+        query = query.where(col(DeadLetter.error_class) == error_class)
+    return query
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+__all__ = ["Bind", "RawMessage", "Store", "SQLModel", "as_utc"]
