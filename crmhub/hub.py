@@ -1,0 +1,325 @@
+"""The hub: broker wiring, the flows' subscribers, the sweeper, outgoing publishes.
+
+Start order: embedded broker (if no bootstrap servers) -> state store migrations -> topics
+created explicitly -> producer -> one faststream subscriber per flow (manual ack; one
+consumer per worker in the flow's group, so each partition is handled in order while
+partitions run side by side) -> sweeper (parked replays, expiries, DLQ replays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker, KafkaRouter
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+
+from crmhub import topics
+from crmhub.embedded import EmbeddedBroker
+from crmhub.errors import MissingDependency, TransientError
+from crmhub.metrics import Metrics
+from crmhub.settings import HubSettings, redact, secret_values
+from crmhub.step import REPLAY_FOR, REPLAY_KIND, Flow, Step, retry_policy
+from crmhub.store import RawMessage, Store
+from schemas.envelope import Event, peek_event_id
+from schemas.state import utcnow
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+_SECRET_HEADER_WORDS = ("authorization", "secret", "token", "password", "signature", "cookie")
+
+
+class Hub:
+    def __init__(self, settings: HubSettings, flows: Sequence[Flow[Any, Any]] | None = None,
+                 *, extra_secrets: Sequence[str] = ()) -> None:
+        if flows is None:
+            from flows import FLOWS
+
+            flows = [f for f in FLOWS if not settings.flows or f.name in settings.flows]
+        self.settings = settings
+        self.flows = list(flows)
+        self.metrics = Metrics()
+        self.store = Store(settings.database_url.get_secret_value())
+        self.embedded: EmbeddedBroker | None = None
+        self.bootstrap_servers = settings.bootstrap_servers
+        self.broker: KafkaBroker | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.steps: list[Step[Any, Any]] = []
+        self.started_in: float | None = None
+        self._secrets = [*secret_values(settings), *extra_secrets]
+        self._sweeper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._down: dict[str, datetime] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        started = time.monotonic()
+        if self.settings.embedded_broker:
+            self.embedded = EmbeddedBroker()
+            await self.embedded.start()
+            self.embedded.on_restart = self._on_broker_restart
+            self.bootstrap_servers = self.embedded.bootstrap_servers
+        await self.db(self.store.migrate)
+        await self.create_topics()
+        self.producer = AIOKafkaProducer(**self._client_args(),
+                                         enable_idempotence=self.settings.enable_idempotence)
+        await self.producer.start()
+        self.broker = KafkaBroker(self.bootstrap_servers, client_id=self.settings.client_id,
+                                  enable_idempotence=self.settings.enable_idempotence,
+                                  **self._security())
+        for flow in self.flows:
+            step = Step(self, flow)
+            self.steps.append(step)
+            self.broker.include_router(self._router(step))
+        await self.broker.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="crmhub-sweeper")
+        self.started_in = time.monotonic() - started
+        log.info("hub started in %.2fs: %d flows on %s", self.started_in, len(self.flows),
+                 self.bootstrap_servers)
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        for step in self.steps:
+            close = getattr(step.sink, "aclose", None)
+            if close is not None:
+                await close()
+        if self.embedded is not None:
+            await self.embedded.stop()
+        self.store.close()
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _router(self, step: Step[Any, Any]) -> KafkaRouter:
+        settings, flow = self.settings, step.flow
+        router = KafkaRouter()
+
+        @router.subscriber(
+            flow.topic, group_id=flow.group, ack_policy=AckPolicy.MANUAL,
+            max_workers=settings.workers_per_flow, auto_offset_reset="earliest",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            title=flow.name, description=flow.handler.__doc__,
+        )
+        async def on_message(message: KafkaMessage) -> None:
+            await step.handle(message)
+
+        return router
+
+    def _security(self) -> dict[str, Any]:
+        if not self.settings.sasl_username:
+            return {}
+        from faststream.security import SASLPlaintext
+
+        return {"security": SASLPlaintext(
+            username=self.settings.sasl_username,
+            password=self.settings.sasl_password.get_secret_value())}
+
+    def _client_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers,
+                                "client_id": self.settings.client_id}
+        if self.settings.sasl_username:
+            args.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                        sasl_plain_username=self.settings.sasl_username,
+                        sasl_plain_password=self.settings.sasl_password.get_secret_value())
+        return args
+
+    async def create_topics(self) -> list[str]:
+        admin = AIOKafkaAdminClient(**self._client_args())
+        await admin.start()
+        try:
+            specs = topics.hub_topics(((f.topic, f.group) for f in self.flows),
+                                      self.settings.topic_partitions)
+            return await topics.create_topics(admin, specs, self.settings.replication_factor)
+        finally:
+            await admin.close()
+
+    async def _on_broker_restart(self) -> None:
+        self.metrics.broker_restarts.inc()
+        log.warning("embedded broker restarted empty: re-creating topics; parked and dead "
+                    "letters are kept in the state store and replay from there")
+        await self.create_topics()
+        # Replays in flight were lost with the broker: send them again now.
+        await self.db(self.store.requeue_stale_replays, timedelta(0))
+        self.wake_sweeper()
+
+    # -- readiness ---------------------------------------------------------------------------
+    def readiness(self) -> dict[str, bool]:
+        embedded_ok = self.embedded is None or (
+            self.embedded.process is not None and self.embedded.process.returncode is None)
+        return {
+            "broker": self.broker is not None and embedded_ok,
+            "store": self.store.ping(),
+            "sweeper": self._sweeper is not None and not self._sweeper.done(),
+        }
+
+    # -- helpers the step uses ----------------------------------------------------------------
+    async def db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """State store call off the event loop, so a slow database never delays heartbeats."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    async def retrying(self, system: str, flow: str, fn: Callable[..., Awaitable[R]],
+                       *args: Any, **kwargs: Any) -> R:
+        """Run fn, retrying TransientError per the settings' policy; mark systems up again."""
+        failed: set[str] = set()
+        async for attempt in retry_policy(self, system, flow):
+            with attempt:
+                result = await fn(*args, **kwargs)
+            outcome = attempt.retry_state.outcome
+            if outcome is not None and outcome.failed:
+                failed.add(getattr(outcome.exception(), "system", "") or system)
+        for recovered in failed & set(self._down):
+            await self.target_up(recovered)
+        return result
+
+    async def target_down(self, system: str, error: str) -> None:
+        if system not in self._down:
+            self._down[system] = utcnow()
+            log.error("%s unavailable since %s: %s", system, self._down[system].isoformat(),
+                      error)
+        self.metrics.target_up.labels(system).set(0)
+        self.metrics.target_down_since.labels(system).set(self._down[system].timestamp())
+        with contextlib.suppress(TransientError):
+            await self.db(self.store.mark_down, system, error)
+
+    async def target_up(self, system: str) -> None:
+        since = self._down.pop(system, None)
+        if since is not None:
+            log.warning("%s is back after %.1fs", system, (utcnow() - since).total_seconds())
+        self.metrics.target_up.labels(system).set(1)
+        self.metrics.target_down_since.labels(system).set(0)
+        with contextlib.suppress(TransientError):
+            await self.db(self.store.mark_up, system)
+
+    # -- publishing ----------------------------------------------------------------------------
+    async def publish_raw(self, topic: str, value: bytes | None, key: bytes | None,
+                          headers: Sequence[tuple[str, bytes]]) -> None:
+        producer = self.producer
+        assert producer is not None, "hub not started"
+
+        async def send() -> None:
+            try:
+                await producer.send_and_wait(topic, value, key=key, headers=list(headers))
+            except KafkaError as exc:
+                raise TransientError(f"publish to {topic} failed: {exc!r}",
+                                     system="kafka") from exc
+
+        await self.retrying("kafka", "publish", send)
+
+    async def publish_event(self, event: Event[Any], flow: str) -> None:
+        headers = [("content-type", b"application/json"), ("x-crmhub-type", event.type.encode()),
+                   ("x-crmhub-origin", event.origin.encode()), ("x-crmhub-flow", flow.encode())]
+        await self.publish_raw(topics.for_entity(event.entity), event.to_bytes(), event.key,
+                               headers)
+
+    # -- dead letters --------------------------------------------------------------------------
+    async def dead_letter(self, flow: str, group: str, raw: RawMessage, error: BaseException,
+                          *, event: Event[Any] | None = None, attempts: int = 1,
+                          first_failure_at: datetime | None = None) -> None:
+        text = self.redact(f"{type(error).__name__}: {error}")[:4000]
+        event_id = str(event.event_id) if event else _str_or_none(peek_event_id(raw.value))
+        headers = tuple((k, v) for k, v in raw.headers
+                        if not any(word in k.lower() for word in _SECRET_HEADER_WORDS))
+        kept = RawMessage(raw.topic, raw.partition, raw.offset, raw.key, raw.value, headers)
+        row = await self.db(
+            self.store.dead_letter, flow=flow, group_id=group, message=kept, event_id=event_id,
+            entity=event.entity if event else "", entity_id=event.entity_id if event else None,
+            error=error, error_text=text, attempts=attempts,
+            first_failure_at=first_failure_at or utcnow())
+        self.metrics.dead_lettered.labels(flow, type(error).__name__).inc()
+        log.warning("dead-lettered #%s from %s[%d]@%d: %s", row.id, raw.topic, raw.partition,
+                    raw.offset, text, extra={"flow": flow, "event_id": event_id})
+        context = {
+            "x-crmhub-dead-letter-id": str(row.id), "x-crmhub-flow": flow,
+            "x-crmhub-group": group, "x-crmhub-source-topic": raw.topic,
+            "x-crmhub-source-partition": str(raw.partition),
+            "x-crmhub-source-offset": str(raw.offset),
+            "x-crmhub-error-class": type(error).__name__, "x-crmhub-error": text,
+            "x-crmhub-attempts": str(attempts),
+            "x-crmhub-first-failure": row.first_failure_at.isoformat(),
+            "x-crmhub-last-failure": row.last_failure_at.isoformat(),
+        }
+        await self.publish_raw(topics.dlq(raw.topic, group), raw.value, raw.key,
+                               [*headers, *((k, v.encode()) for k, v in context.items())])
+
+    # -- sweeper: parked replays, expiries, DLQ replays ---------------------------------------
+    def wake_sweeper(self) -> None:
+        self._wake.set()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.sweep_interval_seconds)
+            self._wake.clear()
+
+    async def sweep(self) -> dict[str, int]:
+        store = self.store
+        done = {"replayed": 0, "expired": 0, "dlq_replayed": 0}
+        await self.db(store.requeue_stale_replays, timedelta(minutes=2))
+        for parked in await self.db(store.claim_replayable):
+            await self._replay(parked.topic, parked.key, parked.value, parked.headers,
+                               parked.flow, "parked")
+            done["replayed"] += 1
+        for parked in await self.db(store.expired_parked):
+            error = MissingDependency(parked.waits_entity, parked.waits_id, parked.waits_system)
+            raw = RawMessage(parked.topic, parked.partition, parked.offset, parked.key,
+                             parked.value, tuple(RawMessage.headers_from_json(parked.headers)))
+            await self.dead_letter(parked.flow, parked.group_id, raw,
+                                   ParkExpired(f"parked since {parked.parked_at.isoformat()} "
+                                               f"and expired: {error}"),
+                                   attempts=parked.attempts, first_failure_at=parked.parked_at)
+            done["expired"] += 1
+        for letter in await self.db(store.claim_dead_letter_replays):
+            await self._replay(letter.topic, letter.key, letter.value, letter.headers,
+                               letter.flow, f"dlq:{letter.id}")
+            done["dlq_replayed"] += 1
+        return done
+
+    async def _replay(self, topic: str, key: bytes | None, value: bytes | None,
+                      headers_json: str, flow: str, kind: str) -> None:
+        headers = [(k, v) for k, v in RawMessage.headers_from_json(headers_json)
+                   if k not in (REPLAY_FOR, REPLAY_KIND)]
+        headers += [(REPLAY_FOR, flow.encode()), (REPLAY_KIND, kind.encode())]
+        await self.publish_raw(topic, value, key, headers)
+        self.metrics.replayed.labels(flow, kind.split(":")[0]).inc()
+        log.info("replayed %s message to %s for %s", kind, topic, flow)
+
+
+class ParkExpired(Exception):
+    """A parked message whose dependency was never bound within park_ttl_seconds."""
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+

@@ -1,0 +1,128 @@
+"""Hub settings: environment variables (prefix CRMHUB_) over an optional TOML file.
+
+`crmhub config check` loads these and names every problem. Connector settings live with each
+connector (env prefix = the system's slug) so a connector is configured where it is written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "CRMHUB_CONFIG"
+
+
+class HubSettings(BaseSettings):
+    """Everything the runtime needs; defaults are the embedded demo setup."""
+
+    model_config = SettingsConfigDict(env_prefix="CRMHUB_", extra="forbid", validate_default=True)
+
+    # Broker. Empty bootstrap_servers = start the embedded Tansu broker.
+    bootstrap_servers: str = ""
+    client_id: str = "crmhub"
+    enable_idempotence: bool = False  # Tansu cannot; turn on for Apache Kafka
+    session_timeout_ms: int = Field(default=2000, ge=1000)  # >= 6000 for Apache Kafka
+    heartbeat_interval_ms: int = Field(default=500, ge=100)
+    # A flow that waits for a target system keeps its partition; give it room before the
+    # group considers the consumer dead.
+    max_poll_interval_ms: int = Field(default=3_600_000, ge=10_000)
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    workers_per_flow: int = Field(default=4, ge=1, le=64)
+    max_event_bytes: int = Field(default=1_048_576, ge=1024)
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+
+    # State store. SQLite file by default; postgresql+psycopg://... in production.
+    database_url: SecretStr = SecretStr("sqlite:///var/crmhub.sqlite")
+
+    # Retry, park and sweep policy (data, not code).
+    retry_initial_seconds: float = Field(default=0.5, gt=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    retry_jitter_seconds: float = Field(default=0.5, ge=0)
+    park_ttl_seconds: float = Field(default=86_400.0, gt=0)
+    sweep_interval_seconds: float = Field(default=1.0, gt=0)
+
+    # Which flows run (names from flows.FLOWS); empty = all.
+    flows: list[str] = Field(default_factory=list)
+    tenant: str = "default"
+
+    # HTTP: /healthz /readyz /metrics.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("flows", mode="before")
+    @classmethod
+    def _split_flows(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> HubSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(
+                "heartbeat_interval_ms must be at most a third of session_timeout_ms "
+                f"({self.heartbeat_interval_ms} * 3 > {self.session_timeout_ms})"
+            )
+        if self.retry_initial_seconds > self.retry_max_seconds:
+            raise ValueError("retry_initial_seconds must not exceed retry_max_seconds")
+        url = self.database_url.get_secret_value()
+        if not url.startswith(("sqlite://", "postgresql")):
+            raise ValueError("database_url must be sqlite:///PATH or postgresql+psycopg://...")
+        if self.flows:
+            from flows import FLOWS
+
+            known = {flow.name for flow in FLOWS}
+            unknown = [name for name in self.flows if name not in known]
+            if unknown:
+                raise ValueError(f"unknown flows {unknown}; known: {sorted(known)}")
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.bootstrap_servers.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def secret_values(*settings: BaseSettings) -> list[str]:
+    """Every non-empty secret in these settings, for redaction of logs and dead letters."""
+    found: list[str] = []
+    for item in settings:
+        for name in type(item).model_fields:
+            value = getattr(item, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                found.append(value.get_secret_value())
+    return found
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
