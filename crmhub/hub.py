@@ -74,7 +74,10 @@ class Hub:
         self.producer = AIOKafkaProducer(**self._client_args(),
                                          enable_idempotence=self.settings.enable_idempotence)
         await self.producer.start()
+        # faststream logs every message at the level given: keep that out of INFO.
         self.broker = KafkaBroker(self.bootstrap_servers, client_id=self.settings.client_id,
+                                  logger=logging.getLogger("crmhub.broker"),
+                                  log_level=logging.DEBUG,
                                   enable_idempotence=self.settings.enable_idempotence,
                                   **self._security())
         for flow in self.flows:

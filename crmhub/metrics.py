@@ -15,6 +15,8 @@ class Metrics:
                                  registry=self.registry)
         self.duplicates = Counter("crmhub_duplicates", "Redeliveries skipped by the ledger",
                                   labels, registry=self.registry)
+        self.stale = Counter("crmhub_stale", "Updates older than the last one synced, dropped",
+                             labels, registry=self.registry)
         self.retried = Counter("crmhub_retried", "Transient failures retried", labels,
                                registry=self.registry)
         self.parked = Counter("crmhub_parked", "Messages parked for a missing dependency",

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -53,7 +54,7 @@ class HubSettings(BaseSettings):
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
 
     # Which flows run (names from flows.FLOWS); empty = all.
-    flows: list[str] = Field(default_factory=list)
+    flows: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated
     tenant: str = "default"
 
     # HTTP: /healthz /readyz /metrics.
@@ -69,6 +70,18 @@ class HubSettings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
+    @field_validator("flows")
+    @classmethod
+    def _known_flows(cls, value: list[str]) -> list[str]:
+        if value:
+            from flows import FLOWS
+
+            known = {flow.name for flow in FLOWS}
+            unknown = [name for name in value if name not in known]
+            if unknown:
+                raise ValueError(f"unknown flows {unknown}; known: {sorted(known)}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> HubSettings:
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
@@ -81,13 +94,6 @@ class HubSettings(BaseSettings):
         url = self.database_url.get_secret_value()
         if not url.startswith(("sqlite://", "postgresql")):
             raise ValueError("database_url must be sqlite:///PATH or postgresql+psycopg://...")
-        if self.flows:
-            from flows import FLOWS
-
-            known = {flow.name for flow in FLOWS}
-            unknown = [name for name in self.flows if name not in known]
-            if unknown:
-                raise ValueError(f"unknown flows {unknown}; known: {sorted(known)}")
         return self
 
     @property

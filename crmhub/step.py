@@ -137,7 +137,13 @@ class Run:
 
     def bind(self, entity: str, canonical_id: str, system: str, external_id: str,
              version: str | None = None) -> None:
-        """Record canonical id <-> external id; written with the ledger row in one transaction."""
+        """Record canonical id <-> external id; written with the ledger row in one transaction.
+
+        Binding the event's own entity records the event's version, so older updates that
+        arrive later are recognised as stale and skipped.
+        """
+        if version is None and (entity, canonical_id) == (self.event.entity, self.event.entity_id):
+            version = self.event.version_key()
         self.binds.append(Bind(entity, canonical_id, system, str(external_id), version))
 
     def emit(self, event: Event[Any]) -> None:
@@ -181,6 +187,8 @@ class Step(Generic[M, S]):
             self.hub.metrics.duplicates.labels(flow.name).inc()
             log.info("duplicate skipped", extra={"flow": flow.name, "event_id": event_id})
             return
+        if await self._is_stale(event):
+            return
         replay_for = dict(raw.headers).get(REPLAY_FOR, b"").decode()
         if replay_for and replay_for != flow.name and status is not None:
             return  # another flow's replay of a message this flow already handled its way
@@ -190,6 +198,22 @@ class Step(Generic[M, S]):
             await self._park(raw, event, waits, f"behind parked event {ahead.event_id}: {waits}")
             return
         await self._run(raw, event)
+
+    async def _is_stale(self, event: Event[M]) -> bool:
+        """An update older than (or as old as) the last one synced to the target is dropped."""
+        version = event.version_key()
+        if version is None:
+            return False
+        flow, store = self.flow, self.hub.store
+        last = await self.hub.db(store.last_version, event.entity, event.entity_id, flow.target)
+        if last is None or last[0] != version[0] or last < version:
+            return False
+        await self.hub.db(store.mark_skipped, flow.name, str(event.event_id), event.entity,
+                          event.entity_id, f"stale: version {version} <= synced {last}")
+        self.hub.metrics.stale.labels(flow.name).inc()
+        log.info("stale update skipped", extra={"flow": flow.name,
+                                                 "event_id": str(event.event_id)})
+        return True
 
     async def _run(self, raw: RawMessage, event: Event[M]) -> None:
         flow, hub = self.flow, self.hub

@@ -185,6 +185,12 @@ class Store:
                 Xref.system == system, Xref.entity == entity,
                 Xref.canonical_id == canonical_id)).first()
 
+    def last_version(self, entity: str, canonical_id: str, system: str) -> str | None:
+        with self.session() as s:
+            return s.exec(select(Xref.last_version).where(
+                Xref.system == system, Xref.entity == entity,
+                Xref.canonical_id == canonical_id)).first()
+
     def canonical_id(self, entity: str, system: str, external_id: str) -> str | None:
         with self.session() as s:
             return s.exec(select(Xref.canonical_id).where(

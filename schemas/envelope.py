@@ -64,6 +64,14 @@ class Event(BaseModel, Generic[T]):
         """The Kafka message key: the canonical entity id."""
         return self.entity_id.encode()
 
+    def version_key(self) -> str | None:
+        """Comparable text form of entity_version (preferred) or source_updated_at, if any."""
+        if self.entity_version is not None:
+            return f"v{self.entity_version:020d}"
+        if self.source_updated_at is not None:
+            return "t" + self.source_updated_at.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return None
+
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
 

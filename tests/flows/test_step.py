@@ -253,3 +253,16 @@ async def test_parked_rows_survive_in_the_store(make_hub: HubFactory) -> None:
     assert isinstance(row, Parked) and row.state == "waiting" and row.value
     with Session(hub.store.engine) as s:
         assert s.exec(select(DeadLetter)).all() == []
+
+
+async def test_stale_update_is_skipped(make_hub: HubFactory) -> None:
+    book = Ledgerbook()
+    hub = await make_hub([customer_flow(book)])
+    newer = customer_event("c-1", "newer").model_copy(update={"entity_version": 5})
+    older = customer_event("c-1", "older").model_copy(update={"entity_version": 4})
+    await publish(hub.bootstrap_servers, topics.CUSTOMER, newer, older)
+    await eventually(lambda: hub.metrics.stale.labels("customer_to_book")._value.get() == 1,
+                     message="older update recognised as stale")
+    assert book.calls == ["customer:c-1"]
+    assert hub.store.ledger_status(str(older.event_id), "customer_to_book") == "skipped"
+    assert hub.store.last_version("customer", "c-1", "book") == newer.version_key()

@@ -1,0 +1,289 @@
+"""The `crmhub` command: run, demo, status, topics, config, dlq, parked, schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import SecretStr, ValidationError
+
+from crmhub import logs
+from crmhub.settings import CONFIG_FILE_ENV, HubSettings
+from crmhub.store import RawMessage, Store
+
+app = typer.Typer(help="crmhub: CRM, ERP, supply chain and OA in sync over Kafka.",
+                  no_args_is_help=True, add_completion=False)
+dlq_app = typer.Typer(help="Dead letters: list, show, replay, discard.", no_args_is_help=True)
+parked_app = typer.Typer(help="Messages parked until a dependency is bound.",
+                         no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Canonical schemas.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(parked_app, name="parked")
+app.add_typer(topics_app, name="topics")
+app.add_typer(config_app, name="config")
+app.add_typer(schemas_app, name="schemas")
+
+
+def _settings() -> HubSettings:
+    try:
+        return HubSettings()
+    except ValidationError as exc:
+        for problem in settings_problems(exc):
+            typer.echo(f"config error: {problem}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _store() -> Store:
+    store = Store(_settings().database_url.get_secret_value())
+    store.migrate()
+    return store
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One readable line per problem, naming the environment variable to fix."""
+    secret = {name for name, f in HubSettings.model_fields.items() if f.annotation is SecretStr}
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"CRMHUB_{field.upper()}" if field else "settings"
+        given = error.get("input")
+        shown = f" (got {given!r})" if field and field not in secret and not isinstance(
+            given, dict) else ""
+        problems.append(f"{name}: {error['msg']}{shown}")
+    return problems
+
+
+# -- run / demo ------------------------------------------------------------------------------
+@app.command()
+def run() -> None:
+    """Run the hub until SIGTERM/SIGINT. No CRMHUB_BOOTSTRAP_SERVERS = embedded broker."""
+    settings = _settings()
+    logs.configure(settings.log_level)
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: HubSettings, once: Any = None) -> int:
+    from crmhub.http import HttpServer
+    from crmhub.hub import Hub
+
+    started = time.monotonic()
+    hub = Hub(settings)
+    await hub.start()
+    http = HttpServer(hub, settings.http_host, settings.http_port)
+    await http.start()
+    where = "embedded broker" if hub.embedded else "broker"
+    typer.echo(f"crmhub ready in {time.monotonic() - started:.2f}s: {len(hub.flows)} flows, "
+               f"{where} {hub.bootstrap_servers}, http://{settings.http_host}:{http.port}")
+    code = 0
+    try:
+        if once is not None:
+            code = await once(hub)
+        else:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            typer.echo("stopping ...")
+    finally:
+        await http.stop()
+        await hub.stop()
+    return code
+
+
+@app.command()
+def demo(once: Annotated[bool, typer.Option(
+        "--once", help="Exit 0 after the scenario succeeds (1 if it does not).")] = False) -> None:
+    """The main job on embedded defaults: embedded broker, SQLite, sample scenario."""
+    from crmhub.demo import DEMO_DIR, Timeline, demo_settings, prepare, run_scenario
+
+    drop = prepare(DEMO_DIR)
+    os.environ.setdefault("FILEDROP_DIRECTORY", str(drop))
+    logs.configure("WARNING")
+    settings = demo_settings(DEMO_DIR)
+
+    async def scenario(hub: Any) -> int:
+        ok = await run_scenario(hub, Timeline())
+        typer.echo(f"files dropped under {os.environ['FILEDROP_DIRECTORY']}:")
+        for path in sorted(Path(os.environ["FILEDROP_DIRECTORY"]).rglob("*.json")):
+            typer.echo(f"  {path}")
+        typer.echo("scenario " + ("succeeded" if ok else "FAILED"))
+        if ok and not once:
+            typer.echo("hub keeps running; try `curl localhost:PORT/status`. Ctrl-C to stop.")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        return 0 if ok else 1
+
+    raise typer.Exit(asyncio.run(_serve(settings, once=scenario)))
+
+
+# -- status ------------------------------------------------------------------------------------
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per-flow counts, parked and dead letters, and which target systems are down since when."""
+    summary = _store().summary()
+    if as_json:
+        typer.echo(json.dumps(summary, default=str, indent=2))
+        return
+    typer.echo("flows:")
+    for flow, counts in sorted(summary["flows"].items()):
+        typer.echo(f"  {flow:28} " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if not summary["flows"]:
+        typer.echo("  (nothing processed yet)")
+    typer.echo(f"parked: {sum(summary['parked'].values())}  {summary['parked'] or ''}")
+    typer.echo(f"dead letters: {summary['dead_letters'] or 0}")
+    for target in summary["targets"]:
+        since = target["down_since"]
+        typer.echo(f"  {target['system']}: " + (f"UNAVAILABLE since {since.isoformat()} "
+                                                f"({target['last_error']})" if since else "up"))
+
+
+# -- topics / config / schemas -----------------------------------------------------------------
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic the enabled flows need, with its partition count (and the DLQs)."""
+    from crmhub.hub import Hub
+
+    settings = _settings()
+    if settings.embedded_broker:
+        typer.echo("no CRMHUB_BOOTSTRAP_SERVERS configured: the embedded broker lives inside "
+                   "`crmhub run`, which creates its topics itself", err=True)
+        raise typer.Exit(2)
+    created = asyncio.run(Hub(settings).create_topics())
+    typer.echo(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate environment + the optional TOML file (CRMHUB_CONFIG); name every problem."""
+    problems: list[str] = []
+    config_file = os.environ.get(CONFIG_FILE_ENV)
+    if config_file and not Path(config_file).is_file():
+        problems.append(f"{CONFIG_FILE_ENV}: file {config_file} does not exist")
+    settings = None
+    try:
+        settings = HubSettings()
+    except ValidationError as exc:
+        problems.extend(settings_problems(exc))
+    except ValueError as exc:  # unreadable TOML
+        problems.append(f"{CONFIG_FILE_ENV}: {exc}")
+    if problems:
+        for problem in problems:
+            typer.echo(f"problem: {problem}", err=True)
+        raise typer.Exit(1)
+    assert settings is not None
+    typer.echo("configuration OK")
+    for name, value in settings.model_dump().items():
+        shown = "**********" if "SecretStr" in type(getattr(settings, name)).__name__ else value
+        typer.echo(f"  CRMHUB_{name.upper()} = {shown}")
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write the JSON Schema of each canonical model and its event envelope."""
+    from schemas.export import write_json_schemas
+
+    for path in write_json_schemas(directory):
+        typer.echo(str(path))
+
+
+# -- dead letters --------------------------------------------------------------------------------
+@dlq_app.command("list")
+def dlq_list(flow: Annotated[str | None, typer.Option()] = None,
+             status: Annotated[str | None, typer.Option(help="dead, replay_requested, "
+                                                         "replayed, discarded")] = None,
+             error_class: Annotated[str | None, typer.Option()] = None,
+             limit: Annotated[int, typer.Option()] = 100) -> None:
+    """List dead letters, oldest first."""
+    rows = _store().list_dead_letters(flow=flow, status=status, error_class=error_class,
+                                      limit=limit)
+    for row in rows:
+        typer.echo(f"#{row.id:<5} {row.status:16} {row.flow:24} {row.topic}[{row.partition}]"
+                   f"@{row.offset}  {row.error_class}: {row.error_message[:80]}")
+    typer.echo(f"{len(rows)} dead letters")
+
+
+@dlq_app.command("show")
+def dlq_show(dead_letter_id: int) -> None:
+    """Everything kept about one dead letter, including the original bytes and headers."""
+    row = _store().get_dead_letter(dead_letter_id)
+    if row is None:
+        typer.echo(f"no dead letter #{dead_letter_id}", err=True)
+        raise typer.Exit(1)
+    info = row.model_dump(exclude={"key", "value", "headers"})
+    info["key"] = _show_bytes(row.key)
+    info["headers"] = {k: _show_bytes(v) for k, v in RawMessage.headers_from_json(row.headers)}
+    info["value"] = _show_bytes(row.value)
+    typer.echo(json.dumps(info, default=str, indent=2, ensure_ascii=False))
+
+
+def _show_bytes(value: bytes | None, limit: int = 4000) -> Any:
+    if value is None:
+        return None
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return f"<{len(value)} bytes, not UTF-8: {value[:64]!r}>"
+    with contextlib.suppress(ValueError):
+        return json.loads(text)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+@dlq_app.command("replay")
+def dlq_replay(ids: Annotated[list[int] | None, typer.Argument(help="dead letter ids")] = None,
+               flow: Annotated[str | None, typer.Option()] = None,
+               error_class: Annotated[str | None, typer.Option()] = None,
+               everything: Annotated[bool, typer.Option("--all")] = False) -> None:
+    """Queue dead letters for replay (by id, by filter, or --all); the running hub sends them."""
+    try:
+        count = _store().request_replay(ids=ids or (), flow=flow, error_class=error_class,
+                                        everything=everything)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{count} dead letters queued for replay; the running hub republishes them "
+               "to their original topic within a sweep interval")
+
+
+@dlq_app.command("discard")
+def dlq_discard(dead_letter_id: int,
+                reason: Annotated[str, typer.Option(help="why it is dropped (kept)")]) -> None:
+    """Mark a dead letter as handled without replaying it."""
+    try:
+        done = _store().discard(dead_letter_id, reason)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if not done:
+        typer.echo(f"no dead letter #{dead_letter_id} to discard", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"dead letter #{dead_letter_id} discarded: {reason}")
+
+
+@parked_app.command("list")
+def parked_list(flow: Annotated[str | None, typer.Option()] = None,
+                limit: Annotated[int, typer.Option()] = 100) -> None:
+    """Parked messages and what each waits for."""
+    rows = _store().list_parked(flow=flow, limit=limit)
+    for row in rows:
+        typer.echo(f"#{row.id:<5} {row.state:9} {row.flow:24} {row.entity_id:16} waits for "
+                   f"{row.waits_entity} {row.waits_id} in {row.waits_system}; expires "
+                   f"{row.expires_at.isoformat(timespec='seconds')}")
+    typer.echo(f"{len(rows)} parked")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

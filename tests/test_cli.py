@@ -1,0 +1,151 @@
+"""The `crmhub` command as ops use it, on a real state store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from typer.testing import CliRunner
+
+from crmhub.cli import app
+from crmhub.embedded import EmbeddedBroker
+from crmhub.errors import MissingDependency
+from crmhub.store import RawMessage, Store
+from schemas.state import utcnow
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def store(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Store:
+    monkeypatch.setenv("CRMHUB_DATABASE_URL", database_url)
+    store = Store(database_url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def dead(store: Store, value: bytes, error: str = "bad") -> int:
+    row = store.dead_letter(flow="order_to_filedrop", group_id="filedrop-orders",
+                            message=RawMessage("canonical.order.v1", 2, 7, b"O-1", value,
+                                               (("content-type", b"application/json"),)),
+                            event_id=None, entity="", entity_id=None, error=ValueError(error),
+                            error_text=f"ValueError: {error}", attempts=1,
+                            first_failure_at=utcnow())
+    assert row.id is not None
+    return row.id
+
+
+def test_dlq_list_show_replay_and_discard(store: Store) -> None:
+    first, second = dead(store, b'{"order": 1}'), dead(store, b"\xff\x00 not text")
+    listing = runner.invoke(app, ["dlq", "list"])
+    assert listing.exit_code == 0, listing.output
+    assert f"#{first}" in listing.output and "canonical.order.v1[2]@7" in listing.output
+    assert "2 dead letters" in listing.output
+    shown = runner.invoke(app, ["dlq", "show", str(first)])
+    info = json.loads(shown.output)
+    assert info["value"] == {"order": 1} and info["headers"] == {"content-type":
+                                                                 "application/json"}
+    assert info["error_class"] == "ValueError" and info["offset"] == 7
+    assert "not UTF-8" in json.loads(runner.invoke(app, ["dlq", "show", str(second)]).output)[
+        "value"]
+    assert runner.invoke(app, ["dlq", "show", "999"]).exit_code == 1
+    assert runner.invoke(app, ["dlq", "replay"]).exit_code == 2  # nothing chosen
+    replay = runner.invoke(app, ["dlq", "replay", str(first)])
+    assert "1 dead letters queued for replay" in replay.output
+    assert runner.invoke(app, ["dlq", "discard", str(second)]).exit_code != 0  # reason needed
+    discard = runner.invoke(app, ["dlq", "discard", str(second), "--reason", "test order"])
+    assert discard.exit_code == 0, discard.output
+    statuses = {d.id: d.status for d in store.list_dead_letters()}
+    assert statuses == {first: "replay_requested", second: "discarded"}
+    filtered = runner.invoke(app, ["dlq", "list", "--status", "discarded"])
+    assert f"#{second}" in filtered.output and f"#{first} " not in filtered.output
+
+
+def test_dlq_replay_by_filter_and_all(store: Store) -> None:
+    dead(store, b"1", "ValueA")
+    dead(store, b"2", "ValueB")
+    out = runner.invoke(app, ["dlq", "replay", "--flow", "order_to_filedrop"])
+    assert "2 dead letters queued" in out.output
+    dead(store, b"3")
+    assert "1 dead letters queued" in runner.invoke(app, ["dlq", "replay", "--all"]).output
+
+
+def test_parked_list_and_status(store: Store) -> None:
+    store.park(flow="order_to_filedrop", group_id="g", message=RawMessage("t", 0, 1, b"k", b"v"),
+               event_id="e-1", entity="order", entity_id="O-1",
+               waits=MissingDependency("customer", "C-1", "filedrop"), reason="waiting",
+               ttl=timedelta(hours=1))
+    store.commit_success("customer_to_filedrop", "e-0", "customer", "C-0", [], 1)
+    store.mark_down("tryton", "connection refused")
+    parked = runner.invoke(app, ["parked", "list"])
+    assert "waits for customer C-1 in filedrop" in parked.output and "1 parked" in parked.output
+    status = runner.invoke(app, ["status"])
+    assert status.exit_code == 0, status.output
+    assert "customer_to_filedrop" in status.output and "done=1" in status.output
+    assert "tryton: UNAVAILABLE since" in status.output and "connection refused" in status.output
+    as_json = json.loads(runner.invoke(app, ["status", "--json"]).output)
+    assert as_json["parked"] == {"order_to_filedrop": 1}
+
+
+def test_config_check_names_each_problem(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("CRMHUB_SESSION_TIMEOUT_MS", "10")
+    monkeypatch.setenv("CRMHUB_FLOWS", "order_to_filedrop,nope")
+    monkeypatch.setenv("CRMHUB_DATABASE_URL", "mysql://root:hunter22@db/crm")
+    result = runner.invoke(app, ["config", "check"])
+    assert result.exit_code == 1
+    assert "CRMHUB_SESSION_TIMEOUT_MS: Input should be greater than or equal to 1000" in \
+        result.output
+    assert "CRMHUB_FLOWS" in result.output and "'nope'" in result.output
+    assert "hunter22" not in result.output  # secrets are never echoed
+
+
+def test_config_check_reads_the_toml_file(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    config = tmp_path / "crmhub.toml"
+    config.write_text('workers_per_flow = 8\ndatabase_url = "sqlite:///x.sqlite"\n'
+                      'sasl_password = "s3cret-value"\n')
+    monkeypatch.setenv("CRMHUB_CONFIG", str(config))
+    monkeypatch.setenv("CRMHUB_TOPIC_PARTITIONS", "6")  # env wins over the file
+    result = runner.invoke(app, ["config", "check"])
+    assert result.exit_code == 0, result.output
+    assert "CRMHUB_WORKERS_PER_FLOW = 8" in result.output
+    assert "CRMHUB_TOPIC_PARTITIONS = 6" in result.output
+    assert "s3cret-value" not in result.output
+    config.write_text("workers_per_flow = 'many'\n")
+    bad = runner.invoke(app, ["config", "check"])
+    assert bad.exit_code == 1 and "CRMHUB_WORKERS_PER_FLOW" in bad.output
+    monkeypatch.setenv("CRMHUB_CONFIG", str(tmp_path / "missing.toml"))
+    missing = runner.invoke(app, ["config", "check"])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+async def test_topics_create_on_a_configured_broker(broker: EmbeddedBroker,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    monkeypatch.setenv("CRMHUB_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+    monkeypatch.setenv("CRMHUB_DATABASE_URL", f"sqlite:///{tmp_path / 's.sqlite'}")
+    result = await asyncio.to_thread(runner.invoke, app, ["topics", "create"])
+    assert result.exit_code == 0, result.output
+    assert "canonical.order.v1.filedrop-orders.dlq" in result.output
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    await admin.start()
+    try:
+        assert "canonical.payment.v1" in await admin.list_topics()
+    finally:
+        await admin.close()
+    monkeypatch.delenv("CRMHUB_BOOTSTRAP_SERVERS")
+    embedded = await asyncio.to_thread(runner.invoke, app, ["topics", "create"])
+    assert embedded.exit_code == 2 and "embedded broker" in embedded.output
+
+
+def test_schemas_export(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["schemas", "export", str(tmp_path)])
+    assert result.exit_code == 0
+    assert (tmp_path / "event.order.schema.json").is_file()
+    assert len(list(tmp_path.glob("*.schema.json"))) == 12

@@ -1,0 +1,94 @@
+"""The hub as ops see it: explicit topics, the embedded broker, the HTTP endpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+
+from crmhub import topics
+from crmhub.http import HttpServer
+from crmhub.hub import Hub
+from tests.conftest import HubFactory, eventually, fast_settings, publish
+from tests.flows.support import Ledgerbook, customer_event, customer_flow, order_flow
+
+
+async def test_topics_are_created_explicitly_with_their_partition_counts(
+        make_hub: HubFactory) -> None:
+    book = Ledgerbook()
+    hub = await make_hub([customer_flow(book), order_flow(book)], topic_partitions=3)
+    admin = AIOKafkaAdminClient(bootstrap_servers=hub.bootstrap_servers)
+    await admin.start()
+    try:
+        described = {t["topic"]: len(t["partitions"])
+                     for t in await admin.describe_topics(list(await admin.list_topics()))}
+    finally:
+        await admin.close()
+    for name in topics.CANONICAL:
+        assert described[name] == 3, name
+    assert described[topics.dlq(topics.CUSTOMER, "book-customers")] == 1
+    assert described[topics.dlq(topics.ORDER, "book-orders")] == 1
+    assert await hub.create_topics() == []  # creating again is a no-op
+
+
+async def test_embedded_broker_restart_is_handled_as_a_fresh_broker(tmp_path: Path) -> None:
+    book = Ledgerbook()
+    settings = fast_settings(bootstrap_servers="",
+                             database_url=f"sqlite:///{tmp_path / 'state.sqlite'}")
+    hub = Hub(settings, [customer_flow(book)])
+    await hub.start()
+    try:
+        assert hub.embedded is not None
+        assert hub.started_in is not None and hub.started_in < 20
+        await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event("before"))
+        await eventually(lambda: book.created == ["customer:before"])
+        await hub.embedded.kill()
+        await eventually(lambda: hub.embedded.restarts == 1, message="broker restarted")
+        assert hub.metrics.broker_restarts._value.get() == 1
+        await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event("after"))
+        await eventually(lambda: "customer:after" in book.created, timeout=30,
+                         message="events flow on the fresh broker")
+        assert book.created == ["customer:before", "customer:after"]
+        assert hub.readiness()["broker"]
+    finally:
+        await hub.stop()
+
+
+async def test_health_readiness_metrics_and_status_endpoints(make_hub: HubFactory) -> None:
+    book = Ledgerbook()
+    hub = await make_hub([customer_flow(book)])
+    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event("c-1"))
+    await eventually(lambda: book.created)
+    server = HttpServer(hub, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            health = await client.get("/healthz")
+            assert health.status_code == 200 and health.json()["status"] == "ok"
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json() == {"ready": True,
+                                    "checks": {"broker": True, "store": True, "sweeper": True}}
+            metrics = (await client.get("/metrics")).text
+            assert 'crmhub_consumed_total{flow="customer_to_book"} 1.0' in metrics
+            assert 'crmhub_succeeded_total{flow="customer_to_book"} 1.0' in metrics
+            assert "crmhub_sink_latency_seconds_bucket" in metrics
+            status = (await client.get("/status")).json()
+            assert status["flows"] == {"customer_to_book": {"done": 1}}
+    finally:
+        await server.stop()
+
+
+async def test_readiness_fails_when_the_hub_is_not_running(tmp_path: Path) -> None:
+    hub = Hub(fast_settings(database_url=f"sqlite:///{tmp_path / 's.sqlite'}"), [])
+    server = HttpServer(hub, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["broker"] is False
+    finally:
+        await server.stop()
+        hub.store.close()
