@@ -114,8 +114,9 @@ def demo(once: Annotated[bool, typer.Option(
 
     async def scenario(hub: Any) -> int:
         ok = await run_scenario(hub, Timeline())
-        typer.echo(f"files dropped under {os.environ['FILEDROP_DIRECTORY']}:")
-        for path in sorted(Path(os.environ["FILEDROP_DIRECTORY"]).rglob("*.json")):
+        folder = Path(os.environ["FILEDROP_DIRECTORY"])
+        typer.echo(f"files dropped under {folder}:")
+        for path in await asyncio.to_thread(lambda: sorted(folder.rglob("*.json"))):
             typer.echo(f"  {path}")
         typer.echo("scenario " + ("succeeded" if ok else "FAILED"))
         if ok and not once:

@@ -71,7 +71,8 @@ class EmbeddedBroker:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"embedded broker not ready on {url} after {timeout}s")
+                    raise RuntimeError(
+                        f"embedded broker not ready on {url} after {timeout}s") from None
                 await asyncio.sleep(0.01)
 
     async def _supervise(self) -> None:
@@ -96,12 +97,12 @@ class EmbeddedBroker:
                     log.exception("re-creating topics after a broker restart failed")
 
     async def kill(self) -> None:
-        """Kill the broker process (tests use this to simulate a crash); the supervisor restarts it."""
+        """Kill the broker (tests simulate a crash with it); the supervisor restarts it."""
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
 
     async def stop(self, grace: float = 2.0) -> None:
-        """Stop the broker. Stop its clients first: Tansu lingers ~5 s while clients are connected."""
+        """Stop the broker. Stop its clients first: Tansu lingers ~5 s while they are connected."""
         self._stopping = True
         process = self.process
         if process is not None and process.returncode is None:

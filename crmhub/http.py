@@ -50,10 +50,10 @@ class HttpServer:
     """uvicorn in the hub's event loop; port 0 picks a free port (see .port after start)."""
 
     def __init__(self, hub: Hub, host: str, port: int) -> None:
-        config = uvicorn.Config(create_app(hub), host=host, port=port, log_level="warning",
-                                lifespan="off")
+        # log_config=None: logging is configured once, by crmhub.logs, not again by uvicorn.
+        config = uvicorn.Config(create_app(hub), host=host, port=port, log_config=None,
+                                access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.task: asyncio.Task[None] | None = None
         self.port = port
 

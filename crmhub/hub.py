@@ -1,22 +1,26 @@
 """The hub: broker wiring, the flows' subscribers, the sweeper, outgoing publishes.
 
 Start order: embedded broker (if no bootstrap servers) -> state store migrations -> topics
-created explicitly -> producer -> one faststream subscriber per flow (manual ack; one
-consumer per worker in the flow's group, so each partition is handled in order while
-partitions run side by side) -> sweeper (parked replays, expiries, DLQ replays).
+created explicitly -> producer -> one faststream batch subscriber per flow (manual ack; the
+step runs each batch in per-key lanes and commits once the batch is done) -> sweeper
+(parked replays, expiries, DLQ replays). Several replicas share a flow's partitions through
+its consumer group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaRouter
@@ -28,7 +32,14 @@ from crmhub.embedded import EmbeddedBroker
 from crmhub.errors import MissingDependency, TransientError
 from crmhub.metrics import Metrics
 from crmhub.settings import HubSettings, redact, secret_values
-from crmhub.step import REPLAY_FOR, REPLAY_KIND, Flow, Step, retry_policy
+from crmhub.step import (
+    REPLAY_FOR,
+    REPLAY_KIND,
+    Flow,
+    Step,
+    WaitRetryAfterOrBackoff,
+    retry_policy,
+)
 from crmhub.store import RawMessage, Store
 from schemas.envelope import Event, peek_event_id
 from schemas.state import utcnow
@@ -56,6 +67,9 @@ class Hub:
         self.producer: AIOKafkaProducer | None = None
         self.steps: list[Step[Any, Any]] = []
         self.started_in: float | None = None
+        self._db_pool = ThreadPoolExecutor(
+            max_workers=1 if self.store.engine.dialect.name == "sqlite" else 8,
+            thread_name_prefix="crmhub-db")
         self._secrets = [*secret_values(settings), *extra_secrets]
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -105,6 +119,7 @@ class Hub:
                 await close()
         if self.embedded is not None:
             await self.embedded.stop()
+        self._db_pool.shutdown(wait=True)
         self.store.close()
 
     async def __aenter__(self) -> Hub:
@@ -119,15 +134,16 @@ class Hub:
         router = KafkaRouter()
 
         @router.subscriber(
-            flow.topic, group_id=flow.group, ack_policy=AckPolicy.MANUAL,
-            max_workers=settings.workers_per_flow, auto_offset_reset="earliest",
+            flow.topic, group_id=flow.group, ack_policy=AckPolicy.MANUAL, batch=True,
+            max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
+            auto_offset_reset="earliest", parser=tolerant_batch_parser,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
             title=flow.name, description=flow.handler.__doc__,
         )
-        async def on_message(message: KafkaMessage) -> None:
-            await step.handle(message)
+        async def on_batch(message: KafkaMessage) -> None:
+            await step.handle_batch(message)
 
         return router
 
@@ -180,11 +196,21 @@ class Hub:
 
     # -- helpers the step uses ----------------------------------------------------------------
     async def db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        """State store call off the event loop, so a slow database never delays heartbeats."""
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        """State store call off the event loop, so a slow database never delays heartbeats.
+
+        SQLite allows one writer: a single thread queues its calls instead of letting
+        threads collide on the write lock and sleep in SQLite's busy handler.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_pool, functools.partial(fn, *args, **kwargs))
 
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
+
+    def wait_policy(self) -> WaitRetryAfterOrBackoff:
+        s = self.settings
+        return WaitRetryAfterOrBackoff(s.retry_initial_seconds, s.retry_max_seconds,
+                                       s.retry_jitter_seconds)
 
     async def retrying(self, system: str, flow: str, fn: Callable[..., Awaitable[R]],
                        *args: Any, **kwargs: Any) -> R:
@@ -244,7 +270,8 @@ class Hub:
     async def dead_letter(self, flow: str, group: str, raw: RawMessage, error: BaseException,
                           *, event: Event[Any] | None = None, attempts: int = 1,
                           first_failure_at: datetime | None = None) -> None:
-        text = self.redact(f"{type(error).__name__}: {error}")[:4000]
+        # PostgreSQL text cannot hold NUL; garbage input puts it in error messages.
+        text = self.redact(f"{type(error).__name__}: {error}")[:4000].replace("\x00", "\\x00")
         event_id = str(event.event_id) if event else _str_or_none(peek_event_id(raw.value))
         headers = tuple((k, v) for k, v in raw.headers
                         if not any(word in k.lower() for word in _SECRET_HEADER_WORDS))
@@ -317,6 +344,26 @@ class Hub:
         await self.publish_raw(topic, value, key, headers)
         self.metrics.replayed.labels(flow, kind.split(":")[0]).inc()
         log.info("replayed %s message to %s for %s", kind, topic, flow)
+
+
+async def tolerant_batch_parser(records: tuple[ConsumerRecord[Any, Any], ...],
+                                original: Callable[..., Awaitable[Any]]) -> Any:
+    """faststream decodes every header as UTF-8 and would drop a message whose headers are
+    binary or null without a trace. Give it readable copies; the step keeps the originals."""
+    readable = tuple(_text_headers(record) for record in records)
+    message = await original(readable)
+    message.raw_message = records
+    return message
+
+
+def _text_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    try:
+        for _, value in record.headers:
+            value.decode()
+        return record
+    except (UnicodeDecodeError, AttributeError):
+        headers = [(k, (v or b"").decode(errors="replace").encode()) for k, v in record.headers]
+        return dataclasses.replace(record, headers=headers)
 
 
 class ParkExpired(Exception):

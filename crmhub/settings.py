@@ -38,7 +38,10 @@ class HubSettings(BaseSettings):
     max_poll_interval_ms: int = Field(default=3_600_000, ge=10_000)
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
-    workers_per_flow: int = Field(default=4, ge=1, le=64)
+    # In-flight messages per flow, each of a different key (one key's events run in order).
+    workers_per_flow: int = Field(default=8, ge=1, le=256)
+    batch_max_records: int = Field(default=500, ge=1, le=10_000)
+    batch_timeout_ms: int = Field(default=100, ge=1, le=10_000)
     max_event_bytes: int = Field(default=1_048_576, ge=1024)
     sasl_username: str = ""
     sasl_password: SecretStr = SecretStr("")

@@ -24,9 +24,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_base, wait_exponential, wait_random
@@ -161,16 +162,55 @@ class Step(Generic[M, S]):
         self.hub = hub
         self.flow = flow
         self.sink = flow.sink()
+        self.slots = asyncio.Semaphore(hub.settings.workers_per_flow)
 
-    async def handle(self, message: KafkaMessage) -> None:
-        """faststream entry point: process, then commit the offset. Cancellation skips the ack."""
-        record = message.raw_message
-        raw = RawMessage(topic=record.topic, partition=record.partition, offset=record.offset,
-                         key=record.key, value=record.value,
-                         headers=tuple((k, bytes(v)) for k, v in (record.headers or ())))
-        self.hub.metrics.consumed.labels(self.flow.name).inc()
-        await self.process(raw)
-        await message.ack()
+    async def handle_batch(self, message: KafkaMessage) -> None:
+        """faststream entry point for one fetched batch: per-key lanes, then one commit.
+
+        Messages with the same key (the entity id) run one after another in offset order;
+        different keys run side by side, at most workers_per_flow at a time. The offset is
+        committed once every message of the batch is done. Cancellation skips the commit.
+        """
+        lanes: dict[tuple[int, bytes | None], list[RawMessage]] = {}
+        for record in message.raw_message:
+            raw = RawMessage(topic=record.topic, partition=record.partition,
+                             offset=record.offset, key=record.key, value=record.value,
+                             headers=tuple((k, bytes(v or b"")) for k, v in record.headers))
+            lanes.setdefault((record.partition, record.key), []).append(raw)
+        await asyncio.gather(*(self._lane(messages) for messages in lanes.values()))
+        try:
+            await message.ack()
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved to another consumer meanwhile: it will see these messages
+            # again and the ledger makes that a no-op.
+            log.info("offset commit lost to a rebalance (%s); the ledger absorbs the redelivery",
+                     type(exc).__name__, extra={"flow": self.flow.name})
+
+    async def _lane(self, messages: list[RawMessage]) -> None:
+        for raw in messages:
+            async with self.slots:
+                self.hub.metrics.consumed.labels(self.flow.name).inc()
+                await self._process_until_recorded(raw)
+
+    async def _process_until_recorded(self, raw: RawMessage) -> None:
+        """process() records every outcome (done, parked, dead) in the state store. When even
+        that fails -- the store is down, or refuses a value -- the lane pauses and tries again:
+        committing past the message would lose it without a trace."""
+        async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(Exception), wait=self.hub.wait_policy(),
+                before_sleep=self._log_unrecorded(raw), reraise=True):
+            with attempt:
+                await self.process(raw)
+
+    def _log_unrecorded(self, raw: RawMessage) -> Callable[[RetryCallState], None]:
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            self.hub.metrics.retried.labels(self.flow.name).inc()
+            log.error("could not record the outcome of %s[%d]@%d (retry %d in %.1fs): %s",
+                      raw.topic, raw.partition, raw.offset, state.attempt_number,
+                      state.upcoming_sleep, self.hub.redact(repr(error)),
+                      extra={"flow": self.flow.name})
+        return before_sleep
 
     async def process(self, raw: RawMessage) -> None:
         flow, store = self.flow, self.hub.store
@@ -182,32 +222,30 @@ class Step(Generic[M, S]):
         if event.type not in flow.accepts:
             return
         event_id = str(event.event_id)
-        status = await self.hub.db(store.ledger_status, event_id, flow.name)
-        if status in (LedgerStatus.DONE, LedgerStatus.SKIPPED):
+        seen = await self.hub.db(store.precheck, flow.name, event_id, event.entity,
+                                 event.entity_id, flow.target)
+        if seen.status in (LedgerStatus.DONE, LedgerStatus.SKIPPED):
             self.hub.metrics.duplicates.labels(flow.name).inc()
             log.info("duplicate skipped", extra={"flow": flow.name, "event_id": event_id})
             return
-        if await self._is_stale(event):
+        if await self._is_stale(event, seen.last_version):
             return
         replay_for = dict(raw.headers).get(REPLAY_FOR, b"").decode()
-        if replay_for and replay_for != flow.name and status is not None:
+        if replay_for and replay_for != flow.name and seen.status is not None:
             return  # another flow's replay of a message this flow already handled its way
-        ahead = await self.hub.db(store.parked_ahead, flow.name, event.entity_id, event_id)
-        if ahead is not None:
+        if seen.ahead is not None:
+            ahead = seen.ahead
             waits = MissingDependency(ahead.waits_entity, ahead.waits_id, ahead.waits_system)
             await self._park(raw, event, waits, f"behind parked event {ahead.event_id}: {waits}")
             return
         await self._run(raw, event)
 
-    async def _is_stale(self, event: Event[M]) -> bool:
+    async def _is_stale(self, event: Event[M], last: str | None) -> bool:
         """An update older than (or as old as) the last one synced to the target is dropped."""
         version = event.version_key()
-        if version is None:
+        if version is None or last is None or last[0] != version[0] or last < version:
             return False
         flow, store = self.flow, self.hub.store
-        last = await self.hub.db(store.last_version, event.entity, event.entity_id, flow.target)
-        if last is None or last[0] != version[0] or last < version:
-            return False
         await self.hub.db(store.mark_skipped, flow.name, str(event.event_id), event.entity,
                           event.entity_id, f"stale: version {version} <= synced {last}")
         self.hub.metrics.stale.labels(flow.name).inc()
@@ -263,7 +301,6 @@ class Step(Generic[M, S]):
 
 
 def retry_policy(hub: Hub, system: str, flow: str) -> AsyncRetrying:
-    settings = hub.settings
 
     async def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -273,10 +310,5 @@ def retry_policy(hub: Hub, system: str, flow: str) -> AsyncRetrying:
         log.warning("%s unavailable, retry %d in %.1fs: %s", failing, state.attempt_number,
                     state.upcoming_sleep, hub.redact(str(error)), extra={"flow": flow})
 
-    return AsyncRetrying(
-        retry=retry_if_exception_type(TransientError),
-        wait=WaitRetryAfterOrBackoff(settings.retry_initial_seconds, settings.retry_max_seconds,
-                                     settings.retry_jitter_seconds),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
+    return AsyncRetrying(retry=retry_if_exception_type(TransientError),
+                         wait=hub.wait_policy(), before_sleep=before_sleep, reraise=True)

@@ -59,6 +59,13 @@ class RawMessage:
 
 
 @dataclass(frozen=True)
+class Precheck:
+    status: str | None  # this flow's ledger status for the event
+    last_version: str | None  # version last synced to the target for this entity
+    ahead: Parked | None  # an earlier parked message of the same entity in this flow
+
+
+@dataclass(frozen=True)
 class Bind:
     entity: str
     canonical_id: str
@@ -117,7 +124,8 @@ class Store:
                 raise TransientError(f"concurrent write in the state store: {exc.orig}") from exc
             except OperationalError as exc:
                 session.rollback()
-                raise TransientError(f"state store unavailable: {exc.orig}", system="state") from exc
+                raise TransientError(f"state store unavailable: {exc.orig}",
+                                     system="state") from exc
 
     # -- ledger --------------------------------------------------------------------------------
     def ledger_status(self, event_id: str, flow: str) -> str | None:
@@ -198,20 +206,31 @@ class Store:
                 Xref.external_id == external_id)).first()
 
     # -- parking -------------------------------------------------------------------------------
-    def parked_ahead(self, flow: str, entity_id: str, event_id: str) -> Parked | None:
+    def precheck(self, flow: str, event_id: str, entity: str, entity_id: str,
+                 target: str) -> Precheck:
+        """What the step needs before running a handler, in one round trip."""
+        with self.session() as s:
+            ledger = s.get(Ledger, (event_id, flow))
+            last_version = s.exec(select(Xref.last_version).where(
+                Xref.system == target, Xref.entity == entity,
+                Xref.canonical_id == entity_id)).first()
+            return Precheck(ledger.status if ledger else None, last_version,
+                            self._parked_ahead(s, flow, entity_id, event_id))
+
+    def _parked_ahead(self, s: Session, flow: str, entity_id: str, event_id: str
+                      ) -> Parked | None:
         """An earlier message of the same entity parked in this flow (order per key).
 
         A message that is itself parked (now being replayed) only waits for rows parked
         before it, so two parked messages of one entity never wait for each other.
         """
-        with self.session() as s:
-            own = s.exec(select(Parked.id).where(Parked.flow == flow,
-                                                 Parked.event_id == event_id)).first()
-            query = select(Parked).where(Parked.flow == flow, Parked.entity_id == entity_id,
-                                         Parked.event_id != event_id)
-            if own is not None:
-                query = query.where(col(Parked.id) < own)
-            return s.exec(query.order_by(col(Parked.id))).first()
+        own = s.exec(select(Parked.id).where(Parked.flow == flow,
+                                             Parked.event_id == event_id)).first()
+        query = select(Parked).where(Parked.flow == flow, Parked.entity_id == entity_id,
+                                     Parked.event_id != event_id)
+        if own is not None:
+            query = query.where(col(Parked.id) < own)
+        return s.exec(query.order_by(col(Parked.id))).first()
 
     def park(self, *, flow: str, group_id: str, message: RawMessage, event_id: str,
              entity: str, entity_id: str, waits: MissingDependency, reason: str,
@@ -238,10 +257,10 @@ class Store:
             return row
 
     def claim_replayable(self, limit: int = 100) -> list[Parked]:
-        """Waiting rows whose dependency is now bound; marked replaying so one replica sends them."""
-        bound = exists().where(Xref.system == Parked.waits_system,
-                               Xref.entity == Parked.waits_entity,
-                               Xref.canonical_id == Parked.waits_id)
+        """Waiting rows whose dependency is bound now, marked replaying (one replica sends each)."""
+        bound = exists().where(col(Xref.system) == col(Parked.waits_system),
+                               col(Xref.entity) == col(Parked.waits_entity),
+                               col(Xref.canonical_id) == col(Parked.waits_id))
         return self._claim(
             select(Parked).where(Parked.state == ParkedState.WAITING, bound)
             .order_by(col(Parked.id)).limit(limit))
@@ -250,7 +269,7 @@ class Store:
         """Replays that never came back (e.g. the broker restarted empty) are sent again."""
         cutoff = utcnow() - older_than
         with self.session() as s:
-            result = s.exec(update(Parked).where(  # type: ignore[call-overload]
+            result = s.exec(update(Parked).where(
                 col(Parked.state) == ParkedState.REPLAYING,
                 col(Parked.replayed_at) < cutoff).values(state=ParkedState.WAITING))
             return int(result.rowcount or 0)
@@ -259,7 +278,7 @@ class Store:
         claimed: list[Parked] = []
         with self.session() as s:
             for row in s.exec(query).all():
-                result = s.exec(update(Parked).where(  # type: ignore[call-overload]
+                result = s.exec(update(Parked).where(
                     col(Parked.id) == row.id, col(Parked.state) == ParkedState.WAITING)
                     .values(state=ParkedState.REPLAYING, replayed_at=utcnow()))
                 if result.rowcount:
@@ -321,7 +340,7 @@ class Store:
             query = query.where(col(DeadLetter.id).in_(list(ids)))
         query = _dlq_filter(query, flow, None, error_class)
         with self.session() as s:
-            result = s.exec(query.values(  # type: ignore[call-overload]
+            result = s.exec(query.values(
                 status=DeadLetterStatus.REPLAY_REQUESTED, updated_at=utcnow()))
             return int(result.rowcount or 0)
 
@@ -329,7 +348,7 @@ class Store:
         if not reason.strip():
             raise ValueError("a discard needs a reason")
         with self.session() as s:
-            result = s.exec(update(DeadLetter).where(  # type: ignore[call-overload]
+            result = s.exec(update(DeadLetter).where(
                 col(DeadLetter.id) == dead_letter_id,
                 col(DeadLetter.status) != DeadLetterStatus.DISCARDED)
                 .values(status=DeadLetterStatus.DISCARDED, note=reason, updated_at=utcnow()))
@@ -342,7 +361,7 @@ class Store:
                 DeadLetter.status == DeadLetterStatus.REPLAY_REQUESTED)
                 .order_by(col(DeadLetter.id)).limit(limit)).all()
             for row in rows:
-                result = s.exec(update(DeadLetter).where(  # type: ignore[call-overload]
+                result = s.exec(update(DeadLetter).where(
                     col(DeadLetter.id) == row.id,
                     col(DeadLetter.status) == DeadLetterStatus.REPLAY_REQUESTED)
                     .values(status=DeadLetterStatus.REPLAYED, updated_at=utcnow()))

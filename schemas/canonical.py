@@ -138,7 +138,8 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_not_blank)]
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"),
+               AfterValidator(_not_blank)]
 """A canonical id (the Kafka key of the entity's events)."""
 Text = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 Currency = Annotated[

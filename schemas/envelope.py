@@ -23,6 +23,8 @@ SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 _FOLLOW_UP_NAMESPACE = uuid.UUID("6f1c3e0a-8a8e-4c43-9a57-3c1f6c0b7d11")
 
 T = TypeVar("T", bound=BaseModel)
+# Ids become Kafka keys, file names and database keys: no control characters (no NUL).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
 
 class Source(BaseModel):
@@ -30,8 +32,8 @@ class Source(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    system: str = Field(min_length=1, max_length=64)
-    id: str = Field(default="", max_length=256)
+    system: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    id: str = Field(default="", max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 class Event(BaseModel, Generic[T]):
@@ -42,14 +44,14 @@ class Event(BaseModel, Generic[T]):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     type: str = Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$", max_length=128)
     entity: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
-    entity_id: str = Field(min_length=1, max_length=256)
+    entity_id: str = Field(min_length=1, max_length=256, pattern=_PRINTABLE)
     schema_version: int = SCHEMA_VERSION
     occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     source: Source
-    tenant: str = Field(default="default", min_length=1, max_length=64)
+    tenant: str = Field(default="default", min_length=1, max_length=64, pattern=_PRINTABLE)
     correlation_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
-    origin: str = Field(min_length=1, max_length=64)
+    origin: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
     entity_version: int | None = None
     source_updated_at: AwareDatetime | None = None
     data: T
@@ -137,6 +139,7 @@ def peek_event_id(raw: bytes | None) -> uuid.UUID | None:
 
 def _summary(exc: ValidationError, limit: int = 5) -> str:
     errors = exc.errors(include_url=False, include_input=False)
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:limit]]
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+             for e in errors[:limit]]
     more = f" (+{len(errors) - limit} more)" if len(errors) > limit else ""
     return "; ".join(parts) + more

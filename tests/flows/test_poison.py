@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crmhub import topics
-from crmhub.hub import Hub
 from crmhub.errors import DecodeError
+from crmhub.hub import Hub
 from schemas.canonical import Customer
 from schemas.envelope import decode_event
 from schemas.state import DeadLetter
@@ -63,7 +63,8 @@ def test_huge_body_is_rejected_before_parsing() -> None:
 
 
 @given(batch=st.lists(garbage, min_size=5, max_size=15))
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 async def test_poison_input_never_stalls_a_partition(make_hub: HubFactory, batch: list[bytes]
                                                      ) -> None:
     # One hub serves every example of one test run (the fixture lives that long).

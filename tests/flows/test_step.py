@@ -266,3 +266,24 @@ async def test_stale_update_is_skipped(make_hub: HubFactory) -> None:
     assert book.calls == ["customer:c-1"]
     assert hub.store.ledger_status(str(older.event_id), "customer_to_book") == "skipped"
     assert hub.store.last_version("customer", "c-1", "book") == newer.version_key()
+
+
+async def test_an_outcome_the_store_cannot_record_pauses_instead_of_losing_it(
+        make_hub: HubFactory) -> None:
+    book = Ledgerbook(reject={"customer:bad"})
+    hub = await make_hub([customer_flow(book)])
+    real_dead_letter, failures = hub.store.dead_letter, []
+
+    def flaky_dead_letter(**kwargs):  # type: ignore[no-untyped-def]
+        if len(failures) < 2:
+            failures.append(1)
+            raise RuntimeError("state store refused the write")
+        return real_dead_letter(**kwargs)
+
+    hub.store.dead_letter = flaky_dead_letter  # type: ignore[method-assign]
+    bad, good = customer_event("bad"), customer_event("good")
+    await publish(hub.bootstrap_servers, topics.CUSTOMER, bad.to_bytes(), good.to_bytes(),
+                  key=b"one-lane")
+    [letter] = await eventually(hub.store.list_dead_letters, message="dead letter recorded")
+    assert letter.event_id == str(bad.event_id) and len(failures) == 2
+    await eventually(lambda: "customer:good" in book.created, message="lane moved on after")

@@ -5,10 +5,9 @@ Revises:
 Create Date: 2026-11-23 01:04:20.166487
 """
 
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -93,7 +92,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_parked_expires_at'), ['expires_at'], unique=False)
         batch_op.create_index('ix_parked_flow_entity', ['flow', 'entity_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_parked_state'), ['state'], unique=False)
-        batch_op.create_index('ix_parked_waits', ['waits_system', 'waits_entity', 'waits_id'], unique=False)
+        batch_op.create_index('ix_parked_waits', ['waits_system', 'waits_entity', 'waits_id'],
+                              unique=False)
 
     op.create_table('target_status',
     sa.Column('system', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
