@@ -1,0 +1,28 @@
+"""`make demo` on embedded defaults: the same command a new user runs first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_once_runs_the_scenario_and_exits_zero(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CRMHUB_", "FILEDROP_"))}
+    crmhub = Path(sys.executable).with_name("crmhub")
+    result = subprocess.run([str(crmhub), "demo", "--once"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "embedded broker" in output and "crmhub ready in" in output
+    assert "order O-1001 parked: customer 'C-1' is not yet bound in filedrop" in output
+    assert "order O-1001 -> filedrop order/O-1001.json" in output
+    assert "duplicates skipped by the ledger: 1" in output
+    assert "dead letter #1: DecodeError: not JSON" in output
+    assert "scenario succeeded" in output
+    dropped = sorted(p.relative_to(tmp_path / "var/demo/filedrop").as_posix()
+                     for p in (tmp_path / "var/demo/filedrop").rglob("*.json"))
+    assert dropped == ["customer/C-1.json", "customer/C-2.json", "order/O-1001.json",
+                       "order/O-1002.json"]
