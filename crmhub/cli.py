@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ from pydantic import SecretStr, ValidationError
 
 from crmhub import logs
 from crmhub.settings import CONFIG_FILE_ENV, HubSettings
-from crmhub.store import RawMessage, Store
+from crmhub.store import RawMessage, Store, describe_bytes
 
 app = typer.Typer(help="crmhub: CRM, ERP, supply chain and OA in sync over Kafka.",
                   no_args_is_help=True, add_completion=False)
@@ -225,22 +224,10 @@ def dlq_show(dead_letter_id: int) -> None:
         typer.echo(f"no dead letter #{dead_letter_id}", err=True)
         raise typer.Exit(1)
     info = row.model_dump(exclude={"key", "value", "headers"})
-    info["key"] = _show_bytes(row.key)
-    info["headers"] = {k: _show_bytes(v) for k, v in RawMessage.headers_from_json(row.headers)}
-    info["value"] = _show_bytes(row.value)
+    info["key"] = describe_bytes(row.key)
+    info["headers"] = {k: describe_bytes(v) for k, v in RawMessage.headers_from_json(row.headers)}
+    info["value"] = describe_bytes(row.value)
     typer.echo(json.dumps(info, default=str, indent=2, ensure_ascii=False))
-
-
-def _show_bytes(value: bytes | None, limit: int = 4000) -> Any:
-    if value is None:
-        return None
-    try:
-        text = value.decode()
-    except UnicodeDecodeError:
-        return f"<{len(value)} bytes, not UTF-8: {value[:64]!r}>"
-    with contextlib.suppress(ValueError):
-        return json.loads(text)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
 @dlq_app.command("replay")

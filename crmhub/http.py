@@ -1,17 +1,25 @@
-"""The hub's HTTP side: /healthz, /readyz, /metrics and /status (served by uvicorn)."""
+"""The hub's HTTP side (uvicorn): /healthz, /readyz, /metrics, /status, and the console.
+
+Console: GET /dead-letters, GET /dead-letters/{id}, GET /parked; POST /dead-letters/replay
+and POST /dead-letters/{id}/discard need `Authorization: Bearer $CRMHUB_CONSOLE_TOKEN`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from crmhub.hub import Hub
+from crmhub.store import RawMessage, describe_bytes
+from schemas.state import DeadLetter
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -43,7 +51,77 @@ def create_app(hub: Hub) -> FastAPI:
             target["down_since"] = since.isoformat() if since else None
         return JSONResponse(summary)
 
+    def authorize(authorization: str | None) -> None:
+        token = hub.settings.console_token.get_secret_value()
+        if not token:
+            raise HTTPException(403, "console writes are off: set CRMHUB_CONSOLE_TOKEN")
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, token.encode()):
+            raise HTTPException(401, "bad or missing bearer token")
+
+    @app.get("/dead-letters")
+    async def dead_letters(flow: str | None = None, status: str | None = None,
+                           error_class: str | None = None, limit: int = 100) -> list[Any]:
+        rows = await asyncio.to_thread(hub.store.list_dead_letters, flow=flow, status=status,
+                                       error_class=error_class, limit=min(limit, 1000))
+        return [_letter(row) for row in rows]
+
+    @app.get("/dead-letters/{dead_letter_id}")
+    async def dead_letter(dead_letter_id: int) -> dict[str, Any]:
+        row = await asyncio.to_thread(hub.store.get_dead_letter, dead_letter_id)
+        if row is None:
+            raise HTTPException(404, f"no dead letter #{dead_letter_id}")
+        return {**_letter(row), "key": describe_bytes(row.key),
+                "value": describe_bytes(row.value),
+                "headers": {k: describe_bytes(v)
+                            for k, v in RawMessage.headers_from_json(row.headers)}}
+
+    @app.post("/dead-letters/replay")
+    async def replay(request: ReplayRequest,
+                     authorization: str | None = Header(default=None)) -> dict[str, int]:
+        authorize(authorization)
+        try:
+            count = await asyncio.to_thread(
+                hub.store.request_replay, ids=request.ids, flow=request.flow,
+                error_class=request.error_class, everything=request.all)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        hub.wake_sweeper()
+        return {"queued": count}
+
+    @app.post("/dead-letters/{dead_letter_id}/discard")
+    async def discard(dead_letter_id: int, request: DiscardRequest,
+                      authorization: str | None = Header(default=None)) -> dict[str, bool]:
+        authorize(authorization)
+        try:
+            done = await asyncio.to_thread(hub.store.discard, dead_letter_id, request.reason)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if not done:
+            raise HTTPException(404, f"no dead letter #{dead_letter_id} to discard")
+        return {"discarded": True}
+
+    @app.get("/parked")
+    async def parked(flow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(hub.store.list_parked, flow=flow, limit=min(limit, 1000))
+        return [row.model_dump(mode="json", exclude={"key", "value", "headers"}) for row in rows]
+
     return app
+
+
+class ReplayRequest(BaseModel):
+    ids: list[int] = []
+    flow: str | None = None
+    error_class: str | None = None
+    all: bool = False
+
+
+class DiscardRequest(BaseModel):
+    reason: str
+
+
+def _letter(row: DeadLetter) -> dict[str, Any]:
+    return row.model_dump(mode="json", exclude={"key", "value", "headers"})
 
 
 class HttpServer:

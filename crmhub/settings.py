@@ -60,9 +60,11 @@ class HubSettings(BaseSettings):
     flows: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated
     tenant: str = "default"
 
-    # HTTP: /healthz /readyz /metrics.
+    # HTTP: /healthz /readyz /metrics /status and the dead-letter console.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # Bearer token for the console's replay/discard endpoints; empty = they are refused.
+    console_token: SecretStr = SecretStr("")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

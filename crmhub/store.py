@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, event, exists, func, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session, SQLModel, col, create_engine, delete, select
+from sqlmodel import Session, col, create_engine, delete, select
 
 from crmhub.errors import MissingDependency, PermanentError, TransientError
 from schemas.state import (
@@ -434,6 +434,20 @@ def _dlq_filter(query: Any, flow: str | None, status: str | None,
     return query
 
 
+def describe_bytes(value: bytes | None, limit: int = 4000) -> Any:
+    """Kafka bytes for people: parsed JSON, else text, else a short description."""
+    if value is None:
+        return None
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return f"<{len(value)} bytes, not UTF-8: {value[:64]!r}>"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -442,8 +456,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def as_utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-__all__ = ["Bind", "RawMessage", "Store", "SQLModel", "as_utc"]

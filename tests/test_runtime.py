@@ -92,3 +92,53 @@ async def test_readiness_fails_when_the_hub_is_not_running(tmp_path: Path) -> No
     finally:
         await server.stop()
         hub.store.close()
+
+
+async def test_console_lists_inspects_replays_and_discards_dead_letters(
+        make_hub: HubFactory) -> None:
+    book = Ledgerbook(reject={"customer:a", "customer:b"})
+    hub = await make_hub([customer_flow(book)], console_token="t0ken-for-tests")
+    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event("a"), customer_event("b"))
+    await eventually(lambda: len(hub.store.list_dead_letters()) == 2)
+    server = HttpServer(hub, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            listed = (await client.get("/dead-letters", params={"flow": "customer_to_book"})
+                      ).json()
+            assert [row["error_class"] for row in listed] == ["PermanentError"] * 2
+            first, second = listed[0]["id"], listed[1]["id"]
+            shown = (await client.get(f"/dead-letters/{first}")).json()
+            assert shown["value"]["type"] == "customer.upserted"
+            assert (await client.get("/dead-letters/999")).status_code == 404
+            unauthorized = await client.post("/dead-letters/replay", json={"ids": [first]})
+            assert unauthorized.status_code == 401
+            auth = {"Authorization": "Bearer t0ken-for-tests"}
+            assert (await client.post("/dead-letters/replay", json={}, headers=auth)
+                    ).status_code == 400
+            book.reject.clear()
+            replayed = await client.post("/dead-letters/replay", json={"ids": [first]},
+                                         headers=auth)
+            assert replayed.json() == {"queued": 1}
+            discarded = await client.post(f"/dead-letters/{second}/discard",
+                                          json={"reason": "duplicate account"}, headers=auth)
+            assert discarded.json() == {"discarded": True}
+            await eventually(lambda: len(book.created) == 1, message="replayed via the console")
+            statuses = {r["id"]: r["status"] for r in (await client.get("/dead-letters")).json()}
+            assert statuses == {first: "replayed", second: "discarded"}
+            assert (await client.get("/parked")).json() == []
+    finally:
+        await server.stop()
+
+
+async def test_console_writes_are_off_without_a_token(make_hub: HubFactory) -> None:
+    hub = await make_hub([customer_flow(Ledgerbook())])
+    server = HttpServer(hub, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            refused = await client.post("/dead-letters/replay", json={"all": True},
+                                        headers={"Authorization": "Bearer anything"})
+        assert refused.status_code == 403 and "CRMHUB_CONSOLE_TOKEN" in refused.text
+    finally:
+        await server.stop()
