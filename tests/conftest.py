@@ -89,7 +89,7 @@ async def make_hub(broker: EmbeddedBroker, database_url: str) -> AsyncIterator[H
 
     yield factory
     for hub in reversed(hubs):
-        await hub.stop()
+        await asyncio.wait_for(hub.stop(), 30)
 
 
 async def publish(bootstrap: str, topic: str, *values: bytes | Event[Any],
