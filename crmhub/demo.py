@@ -90,6 +90,7 @@ async def run_scenario(hub: Hub, say: Timeline, timeout: float = 30.0) -> bool:
     await hub.publish_event(star, "demo")
     await hub.publish_event(acme, "demo")
     say(f"customers {star.data.name} and {acme.data.name} published")
+    await _until(lambda: store.external_id("customer", "C-2", "filedrop"), timeout)
     await hub.publish_event(o2, "demo")
     await hub.publish_event(o2, "demo")
     say(f"order {o2.entity_id} published twice (a redelivery)")

@@ -172,6 +172,10 @@ class Step(Generic[M, S]):
         committed once every message of the batch is done. Cancellation skips the commit.
         """
         lanes: dict[tuple[int, bytes | None], list[RawMessage]] = {}
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch of %d: %s", len(message.raw_message),
+                      [f"{r.topic}[{r.partition}]@{r.offset}" for r in message.raw_message],
+                      extra={"flow": self.flow.name})
         for record in message.raw_message:
             raw = RawMessage(topic=record.topic, partition=record.partition,
                              offset=record.offset, key=record.key, value=record.value,
