@@ -209,13 +209,19 @@ class Store:
     def precheck(self, flow: str, event_id: str, entity: str, entity_id: str,
                  target: str) -> Precheck:
         """What the step needs before running a handler, in one round trip."""
+        status = select(Ledger.status).where(
+            Ledger.event_id == event_id, Ledger.flow == flow).scalar_subquery()
+        version = select(Xref.last_version).where(
+            Xref.system == target, Xref.entity == entity,
+            Xref.canonical_id == entity_id).scalar_subquery()
+        parked = select(func.count()).select_from(Parked).where(
+            Parked.flow == flow, Parked.entity_id == entity_id).scalar_subquery()
         with self.session() as s:
-            ledger = s.get(Ledger, (event_id, flow))
-            last_version = s.exec(select(Xref.last_version).where(
-                Xref.system == target, Xref.entity == entity,
-                Xref.canonical_id == entity_id)).first()
-            return Precheck(ledger.status if ledger else None, last_version,
-                            self._parked_ahead(s, flow, entity_id, event_id))
+            # One query in the common case; the parked rows are read only when there are any.
+            ledger_status, last_version, parked_count = s.exec(
+                select(status, version, parked)).one()
+            ahead = self._parked_ahead(s, flow, entity_id, event_id) if parked_count else None
+            return Precheck(ledger_status, last_version, ahead)
 
     def _parked_ahead(self, s: Session, flow: str, entity_id: str, event_id: str
                       ) -> Parked | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -89,7 +90,12 @@ async def make_hub(broker: EmbeddedBroker, database_url: str) -> AsyncIterator[H
 
     yield factory
     for hub in reversed(hubs):
-        await asyncio.wait_for(hub.stop(), 30)
+        try:
+            await asyncio.wait_for(hub.stop(), 30)
+        except TimeoutError:  # say where it hangs, then fail
+            for task in asyncio.all_tasks():
+                task.print_stack(file=sys.stderr)
+            raise
 
 
 async def publish(bootstrap: str, topic: str, *values: bytes | Event[Any],
