@@ -58,7 +58,6 @@ class HubSettings(BaseSettings):
 
     # Which flows run (names from flows.FLOWS); empty = all.
     flows: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated
-    tenant: str = "default"
 
     # HTTP: /healthz /readyz /metrics /status and the dead-letter console.
     http_host: str = "127.0.0.1"
