@@ -125,6 +125,7 @@ def demo(once: Annotated[bool, typer.Option(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await stop.wait()
+            typer.echo("stopping ...")
         return 0 if ok else 1
 
     raise typer.Exit(asyncio.run(_serve(settings, once=scenario)))

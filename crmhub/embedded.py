@@ -56,6 +56,9 @@ class EmbeddedBroker:
         self.process = await asyncio.create_subprocess_exec(
             broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            # Its own session: a Ctrl-C in the terminal reaches the hub, which stops its
+            # clients first and then the broker, instead of killing the broker under them.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
