@@ -1,0 +1,1 @@
+"""Sandboxes of the real external systems (cached virtualenvs, template databases, servers)."""

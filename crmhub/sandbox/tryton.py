@@ -1,0 +1,865 @@
+"""A real Tryton 8.0 (LTS) for tests and the demo: cached venv, template database, server by PID.
+
+Layout under ``SANDBOX_ROOT`` (``$CRMHUB_SANDBOX_DIR`` or ``<repo>/.sandbox``, git-ignored)::
+
+    tryton-8.0/venv/                 trytond + modules + proteus (stamp: .crmhub-stamp.json)
+    tryton-8.0/template/             crmhub.sqlite, initialised and seeded once (stamp.json)
+    tryton-8.0/template-bare/        the same without the seed data (``ensure_template(False)``)
+    tryton-8.0/*.lock, *.log         build locks and the logs of the last install / build
+
+Each ``TrytonServer`` copies the template to its own temp dir, so runs never share data, and
+listens on a free port of 127.0.0.1. Everything that fails raises ``RuntimeError`` naming the
+command, its exit code and the end of its log; every wait has a deadline.
+
+    python -m crmhub.sandbox.tryton prepare   # build venv + template, print timings
+    python -m crmhub.sandbox.tryton serve     # start a server, print url/db/user until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SANDBOX_ROOT = Path(os.environ.get("CRMHUB_SANDBOX_DIR") or REPO_ROOT / ".sandbox")
+SERIES = "8.0"
+HOME = SANDBOX_ROOT / f"tryton-{SERIES}"
+
+REQUIREMENTS: tuple[str, ...] = (
+    "trytond~=8.0.0",
+    "trytond-sale~=8.0.0",
+    "trytond-sale-opportunity~=8.0.0",
+    "trytond-account-payment-clearing~=8.0.0",
+    "trytond-stock~=8.0.0",
+    "proteus~=8.0.0",
+)
+#: Modules activated with ``trytond-admin -u ... --activate-dependencies``.
+MODULES: tuple[str, ...] = ("sale", "sale_opportunity", "account_payment_clearing", "stock")
+#: Bump when the seed script changes: the template is rebuilt on the next prepare.
+SEED_VERSION = 2
+
+DATABASE = "crmhub"
+ADMIN_USER = "admin"
+#: trytond refuses passwords under 8 characters, or equal to the login/name/email.
+ADMIN_PASSWORD = "crmhub-sandbox-admin"
+ADMIN_EMAIL = "admin@example.com"
+
+#: Product codes the seed creates (all goods, in stock at the storage location STO).
+SEED_PRODUCTS: tuple[str, ...] = ("WIDGET", "PUMP-200", "SEAL-KIT", "VALVE-9", "MANUAL")
+
+MIN_PYTHON = (3, 11)
+INSTALL_TIMEOUT = 900.0
+ADMIN_TIMEOUT = 600.0
+SEED_TIMEOUT = 300.0
+START_TIMEOUT = 60.0
+STOP_GRACE = 5.0
+LOG_TAIL_LINES = 40
+
+#: Timings of the last ensure_venv / ensure_template calls in this process (seconds).
+TIMINGS: dict[str, float] = {}
+
+
+def venv_dir() -> Path:
+    return HOME / "venv"
+
+
+def venv_bin(name: str) -> Path:
+    return venv_dir() / "bin" / name
+
+
+def template_dir(seed: bool = True) -> Path:
+    return HOME / ("template" if seed else "template-bare")
+
+
+def template_db(seed: bool = True) -> Path:
+    return template_dir(seed) / f"{DATABASE}.sqlite"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log at {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _failure(cmd: Sequence[str | Path], code: int | None, log: Path, why: str = "") -> str:
+    shown = " ".join(str(part) for part in cmd)
+    status = "was killed" if code is None else f"exited with code {code}"
+    reason = f" ({why})" if why else ""
+    return f"`{shown}` {status}{reason}; last lines of {log}:\n{_tail(log)}"
+
+
+def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without TRYTOND_* (they override the config file), plus TZ=UTC."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRYTOND_")}
+    env.pop("TRYTONPASSFILE", None)
+    env.pop("PYTHONPATH", None)
+    env["TZ"] = "UTC"
+    env.update(extra or {})
+    return env
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the child's process group (it leads its own), SIGKILL after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _run(
+    cmd: Sequence[str | Path],
+    log: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
+    """Run ``cmd`` to completion, output appended to ``log``; RuntimeError on failure/timeout."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(str(p) for p in cmd)}\n".encode())
+        out.flush()
+        try:
+            proc = subprocess.Popen(
+                [str(p) for p in cmd],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else _child_env(),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise RuntimeError(f"cannot run `{cmd[0]}`: {exc}") from exc
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, grace=2.0)
+            why = f"timed out after {timeout:.0f} s"
+            raise RuntimeError(_failure(cmd, None, log, why)) from None
+        except BaseException:
+            _kill_group(proc, grace=2.0)
+            raise
+    if code != 0:
+        raise RuntimeError(_failure(cmd, code, log))
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (flock) so two processes never build the same thing at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- venv
+
+
+def _find_python() -> str:
+    """The real path of a Python >= 3.11: $CRMHUB_SANDBOX_PYTHON, python3 on PATH, or this one."""
+    candidates = [os.environ.get("CRMHUB_SANDBOX_PYTHON"), shutil.which("python3"), sys.executable]
+    probe = (
+        "import sys; print(sys.executable if sys.version_info >= "
+        f"{MIN_PYTHON!r} else '')"
+    )
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            out = subprocess.run(
+                [candidate, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out:
+            return out
+    raise RuntimeError(
+        f"no Python >= {'.'.join(map(str, MIN_PYTHON))} found for the Tryton sandbox "
+        "(tried $CRMHUB_SANDBOX_PYTHON, python3 on PATH and the running interpreter)"
+    )
+
+
+def _venv_stamp_path() -> Path:
+    return venv_dir() / ".crmhub-stamp.json"
+
+
+def _venv_stamp() -> dict[str, Any] | None:
+    stamp = _read_json(_venv_stamp_path())
+    if stamp is None or stamp.get("requirements") != list(REQUIREMENTS):
+        return None
+    if not venv_bin("python").exists() or not venv_bin("trytond").exists():
+        return None
+    return stamp
+
+
+def ensure_venv() -> Path:
+    """Create ``.sandbox/tryton-8.0/venv`` with the pinned requirements (once); return its path.
+
+    The stamp file holds the requirement list (and what pip resolved): a changed list wipes
+    the venv and installs again. When cached this only reads the stamp.
+    """
+    started = time.monotonic()
+    if _venv_stamp() is not None:
+        TIMINGS["venv_seconds"] = time.monotonic() - started
+        TIMINGS["venv_cached"] = 1.0
+        return venv_dir()
+    with _locked(HOME / "venv.lock"):
+        if _venv_stamp() is None:
+            _install_venv()
+            TIMINGS["venv_cached"] = 0.0
+        else:  # another process built it while we waited for the lock
+            TIMINGS["venv_cached"] = 1.0
+    TIMINGS["venv_seconds"] = time.monotonic() - started
+    return venv_dir()
+
+
+def _install_venv() -> None:
+    target = venv_dir()
+    log = HOME / "venv-install.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    if target.exists():
+        shutil.rmtree(target)
+    python = _find_python()
+    try:
+        _run([python, "-m", "venv", target], log, timeout=120)
+        _run(
+            [
+                target / "bin" / "python", "-m", "pip", "install",
+                "--disable-pip-version-check", "--no-input", "--quiet", *REQUIREMENTS,
+            ],
+            log,
+            timeout=INSTALL_TIMEOUT,
+        )
+        freeze = subprocess.run(
+            [str(target / "bin" / "python"), "-m", "pip", "freeze", "--disable-pip-version-check"],
+            capture_output=True, text=True, timeout=60, check=True, env=_child_env(),
+        ).stdout.split()
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)  # never leave a half venv that looks usable
+        raise
+    _write_json(
+        _venv_stamp_path(),
+        {"requirements": list(REQUIREMENTS), "python": python, "freeze": sorted(freeze)},
+    )
+
+
+# --------------------------------------------------------------------------- template
+
+
+def _template_key(seed: bool) -> str:
+    """What the template depends on: resolved packages, modules, seed version and this year.
+
+    The year is in because the seed creates fiscal years for this year and the next.
+    """
+    stamp = _venv_stamp() or {}
+    material = {
+        "requirements": list(REQUIREMENTS),
+        "freeze": stamp.get("freeze", []),
+        "modules": list(MODULES),
+        "seed_version": SEED_VERSION if seed else None,
+        "year": date.today().year if seed else None,
+        "password": hashlib.sha256(ADMIN_PASSWORD.encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _template_ok(seed: bool, key: str) -> dict[str, Any] | None:
+    stamp = _read_json(template_dir(seed) / "stamp.json")
+    if stamp is None or stamp.get("key") != key or not template_db(seed).exists():
+        return None
+    return stamp
+
+
+def _write_conf(path: Path, db_dir: Path, port: int | None = None, **sections: str) -> None:
+    lines = ["[database]", "uri = sqlite://", f"path = {db_dir}", "list = False", ""]
+    if port is not None:
+        lines += ["[web]", f"listen = 127.0.0.1:{port}", ""]
+    for name, body in sections.items():
+        lines += [f"[{name}]", body.strip(), ""]
+    path.write_text("\n".join(lines))
+
+
+def ensure_template(seed: bool = True) -> Path:
+    """Build the SQLite template database once (modules activated, optionally seeded).
+
+    Returns the path of ``crmhub.sqlite``. Keyed by the requirement list, what pip resolved,
+    ``SEED_VERSION`` and the year; a changed key rebuilds. A lock file keeps two processes
+    from building at once; the build happens in a staging dir renamed into place at the end.
+    """
+    ensure_venv()
+    started = time.monotonic()
+    key = _template_key(seed)
+    stamp = _template_ok(seed, key)
+    if stamp is None:
+        with _locked(HOME / "template.lock"):
+            stamp = _template_ok(seed, key)
+            if stamp is None:
+                stamp = _build_template(seed, key)
+                TIMINGS["template_cached"] = 0.0
+            else:
+                TIMINGS["template_cached"] = 1.0
+    else:
+        TIMINGS["template_cached"] = 1.0
+    TIMINGS["template_seconds"] = time.monotonic() - started
+    for name in ("admin_seconds", "seed_seconds", "build_seconds"):
+        TIMINGS[f"cold_{name}"] = float(stamp.get("timings", {}).get(name, 0.0))
+    return template_db(seed)
+
+
+def _build_template(seed: bool, key: str) -> dict[str, Any]:
+    final = template_dir(seed)
+    for stale in HOME.glob(f"{final.name}.build-*"):  # left by a killed build; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = HOME / f"{final.name}.build-{os.getpid()}"
+    staging.mkdir(parents=True)
+    log = HOME / f"{final.name}-build.log"
+    log.write_text("")
+    try:
+        started = time.monotonic()
+        conf = staging / "trytond.conf"
+        _write_conf(conf, staging)
+        (staging / f"{DATABASE}.sqlite").touch()  # trytond-admin needs the file to exist
+        passfile = staging / "admin.pass"
+        passfile.write_text(ADMIN_PASSWORD)
+        _run(
+            [
+                venv_bin("trytond-admin"), "-c", conf, "-d", DATABASE, "--all",
+                "-u", *MODULES, "--activate-dependencies", "--email", ADMIN_EMAIL,
+            ],
+            log,
+            timeout=ADMIN_TIMEOUT,
+            env=_child_env({"TRYTONPASSFILE": str(passfile)}),
+            cwd=staging,
+        )
+        passfile.unlink()
+        admin_seconds = time.monotonic() - started
+        seed_seconds = 0.0
+        seeded: dict[str, Any] = {}
+        if seed:
+            t0 = time.monotonic()
+            script = staging / "seed.py"
+            script.write_text(SEED_SCRIPT)
+            result = staging / "seed.json"
+            _run(
+                [venv_bin("python"), script, conf, DATABASE, result],
+                log,
+                timeout=SEED_TIMEOUT,
+                cwd=staging,
+            )
+            seeded = _read_json(result) or {}
+            script.unlink()
+            seed_seconds = time.monotonic() - t0
+        stamp: dict[str, Any] = {
+            "key": key,
+            "seed": seed,
+            "seed_version": SEED_VERSION if seed else None,
+            "requirements": list(REQUIREMENTS),
+            "modules": list(MODULES),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seeded": seeded,
+            "timings": {
+                "admin_seconds": round(admin_seconds, 2),
+                "seed_seconds": round(seed_seconds, 2),
+                "build_seconds": round(time.monotonic() - started, 2),
+            },
+        }
+        conf.unlink()
+        _write_json(staging / "stamp.json", stamp)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return stamp
+
+
+def template_info(seed: bool = True) -> dict[str, Any]:
+    """The stamp of the built template: key, timings and ``seeded`` (ids the seed created)."""
+    return _read_json(template_dir(seed) / "stamp.json") or {}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    venv: Path
+    template: Path
+    timings: dict[str, float]
+
+
+def prepare(seed: bool = True) -> Prepared:
+    """ensure_venv() + ensure_template(seed), with the timings of this call."""
+    started = time.monotonic()
+    venv = ensure_venv()
+    venv_timings = {k: v for k, v in TIMINGS.items() if k.startswith("venv_")}
+    template = ensure_template(seed)  # calls ensure_venv() again: cached by now
+    timings = {**TIMINGS, **venv_timings}
+    timings["prepare_seconds"] = time.monotonic() - started
+    return Prepared(venv=venv, template=template, timings=timings)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class RPCError(RuntimeError):
+    """A JSON-RPC call answered with an error (or a non-200 status)."""
+
+    def __init__(self, status: int, error: Any) -> None:
+        super().__init__(f"HTTP {status}: {error!r}")
+        self.status = status
+        self.error = error
+
+
+def rpc_call(url: str, method: str, params: Sequence[Any], session: str | None = None,
+             timeout: float = 10.0) -> Any:
+    """One JSON-RPC call with the standard library (enough for readiness and setup checks)."""
+    body = json.dumps({"method": method, "params": list(params), "id": 1}).encode()
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Accept-Encoding", "gzip")
+    if session:
+        request.add_header("Authorization", f"Session {session}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            if response.headers.get("Content-Encoding") == "gzip":
+                raw = gzip.decompress(raw)
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raise RPCError(exc.code, exc.read()[:500].decode(errors="replace")) from None
+    data = json.loads(raw)
+    if data.get("error"):
+        raise RPCError(status, data["error"])
+    return data.get("result")
+
+
+def session_header_value(user: str, uid: int, token: str) -> str:
+    """The value after ``Session `` in the Authorization header: base64(user:uid:token)."""
+    return base64.b64encode(f"{user}:{uid}:{token}".encode()).decode("ascii")
+
+
+@dataclass
+class TrytonServer:
+    """A trytond on 127.0.0.1 serving a private copy of the template database.
+
+    ``with TrytonServer() as erp: ...`` or ``start()`` / ``stop()``. After start: ``url``
+    (``http://127.0.0.1:PORT``), ``rpc_url`` (``url/crmhub/rpc/``), ``database``, ``user``,
+    ``password``, ``pid``, ``port``, ``directory`` (the temp dir), ``log_path``.
+    """
+
+    seed: bool = True
+    #: None: a free port is picked (retried if taken); after start() the port it listens on.
+    port: int | None = None
+    start_timeout: float = START_TIMEOUT
+    stop_grace: float = STOP_GRACE
+    #: idle seconds before a session expires (trytond's default is 300).
+    session_timeout: int = 3600
+    #: -v: warnings and errors in the log; 2: also every RPC call.
+    verbose: int = 1
+    keep_directory: bool = False
+    database: str = DATABASE
+    user: str = ADMIN_USER
+    password: str = ADMIN_PASSWORD
+    directory: Path | None = field(default=None, init=False)
+    start_seconds: float = field(default=0.0, init=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    # -- properties
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the Tryton server is not started")
+        return self._proc.pid
+
+    @property
+    def url(self) -> str:
+        if self._proc is None or self.port is None:
+            raise RuntimeError("the Tryton server is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def rpc_url(self) -> str:
+        return f"{self.url}/{self.database}/rpc/"
+
+    @property
+    def log_path(self) -> Path:
+        if self.directory is None:
+            raise RuntimeError("the Tryton server is not started")
+        return self.directory / "trytond.log"
+
+    # -- lifecycle
+    def start(self) -> Self:
+        if self._proc is not None:
+            raise RuntimeError(f"the Tryton server is already started (pid {self._proc.pid})")
+        started = time.monotonic()
+        template = ensure_template(self.seed)
+        self.directory = Path(tempfile.mkdtemp(prefix="crmhub-tryton-"))
+        db_dir = self.directory / "db"
+        db_dir.mkdir()
+        shutil.copyfile(template, db_dir / f"{self.database}.sqlite")
+        attempts = 1 if self.port is not None else 3
+        try:
+            for attempt in range(1, attempts + 1):
+                port = self.port if self.port is not None else free_port()
+                if self._spawn(db_dir, port, last_attempt=attempt == attempts):
+                    self.port = port
+                    break
+        except RuntimeError as exc:
+            # the temp dir goes away with stop(): keep the log where the message points
+            kept = HOME / "trytond-start-failure.log"
+            message = str(exc)
+            with contextlib.suppress(OSError):
+                shutil.copyfile(self.log_path, kept)
+                message = message.replace(str(self.log_path), str(kept))
+            self.stop()
+            raise RuntimeError(message) from exc
+        except BaseException:
+            self.stop()
+            raise
+        atexit.register(self.stop)
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def _spawn(self, db_dir: Path, port: int, last_attempt: bool) -> bool:
+        """Start trytond on ``port`` and wait for a login; False if the port was taken."""
+        assert self.directory is not None
+        conf = self.directory / "trytond.conf"
+        _write_conf(conf, db_dir, port, session=f"timeout = {self.session_timeout}")
+        cmd: list[str | Path] = [venv_bin("trytond"), "-c", conf, "-d", self.database]
+        if self.verbose:
+            cmd.append("-" + "v" * self.verbose)
+        log = self.log_path
+        with log.open("ab") as out:
+            out.write(f"$ {' '.join(map(str, cmd))}\n".encode())
+            out.flush()
+            self._proc = subprocess.Popen(
+                [str(p) for p in cmd],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=_child_env(),
+                cwd=self.directory,
+                start_new_session=True,  # its own process group: stop() kills it whole
+            )
+        deadline = time.monotonic() + self.start_timeout
+        url = f"http://127.0.0.1:{port}/{self.database}/rpc/"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                self._proc = None
+                if not last_attempt and "Address already in use" in _tail(log):
+                    return False
+                raise RuntimeError(_failure(cmd, code, log, "trytond stopped during start-up"))
+            try:
+                result = rpc_call(
+                    url, "common.db.login",
+                    [self.user, {"password": self.password}, "en"], timeout=5.0,
+                )
+            except (urllib.error.URLError, http.client.HTTPException, OSError):
+                result = None
+            except RPCError as exc:
+                _kill_group(self._proc, self.stop_grace)
+                raise RuntimeError(_failure(cmd, self._proc.returncode, log,
+                                            f"login refused: {exc}")) from exc
+            if result:
+                return True
+            if time.monotonic() > deadline:
+                _kill_group(self._proc, self.stop_grace)
+                raise RuntimeError(_failure(
+                    cmd, self._proc.returncode, log,
+                    f"no answer on {url} within {self.start_timeout:.1f} s",
+                ))
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Terminate the server by PID (SIGTERM, SIGKILL after the grace) and remove its dir."""
+        atexit.unregister(self.stop)
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _kill_group(proc, self.stop_grace)
+        if self.directory is not None and not self.keep_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def login(self) -> tuple[int, str]:
+        """Log in over JSON-RPC; return ``(uid, session header value)``."""
+        uid, token, *_ = rpc_call(
+            self.rpc_url, "common.db.login", [self.user, {"password": self.password}, "en"]
+        )
+        return int(uid), session_header_value(self.user, int(uid), str(token))
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- seed script
+
+#: Run once by the sandbox venv's python: argv = CONF DATABASE RESULT_JSON. Uses proteus
+#: in-process (set_trytond), so it needs no server. Prints nothing on success.
+SEED_SCRIPT = r'''
+import datetime as dt
+import json
+import sys
+from decimal import Decimal
+
+from proteus import Model, config as pconfig
+
+conf, database, result_path = sys.argv[1:4]
+config = pconfig.set_trytond(database=database, config_file=conf)
+
+from trytond.modules.account.tests.tools import (  # noqa: E402
+    create_chart, create_fiscalyear, create_tax, get_accounts)
+from trytond.modules.account_invoice.tests.tools import (  # noqa: E402
+    create_payment_term, set_fiscalyear_invoice_sequences)
+from trytond.modules.company.tests.tools import create_company, get_company  # noqa: E402
+
+Currency = Model.get('currency.currency')
+Rate = Model.get('currency.currency.rate')
+eur, = Currency.find([('code', '=', 'EUR')]) or [None]
+if eur is None:
+    eur = Currency(name='Euro', code='EUR', symbol='€', rounding=Decimal('0.01'))
+    eur.save()
+    Rate(currency=eur, date=dt.date.min, rate=Decimal('1')).save()
+
+Party = Model.get('party.party')
+company_party = Party(name='crmhub Sandbox GmbH')
+company_party.save()
+create_company(party=company_party, currency=eur)
+company = get_company()
+create_chart(company)
+accounts = get_accounts(company)
+
+year = dt.date.today().year
+fiscalyears = []
+for y in (year, year + 1):
+    fiscalyear = set_fiscalyear_invoice_sequences(
+        create_fiscalyear(company, today=(dt.date(y, 1, 1), dt.date(y, 12, 31))))
+    fiscalyear.save()
+    fiscalyear.click('create_period')
+    fiscalyears.append(fiscalyear.id)
+
+taxes = {}
+for rate, name in ((Decimal('0.19'), 'VAT 19%'), (Decimal('0.07'), 'VAT 7%')):
+    tax = create_tax(rate, company)
+    tax.name = tax.description = name
+    tax.save()
+    taxes[name] = tax
+
+payment_term = create_payment_term()
+payment_term.save()
+
+Journal = Model.get('account.journal')
+cash_journal, = Journal.find([('type', '=', 'cash')], limit=1)
+result = {'payment_method': None, 'payment_journal': None}
+PaymentMethod = Model.get('account.invoice.payment.method')
+method = PaymentMethod(name='Bank transfer', journal=cash_journal,
+    credit_account=accounts['cash'], debit_account=accounts['cash'])
+method.save()
+result['payment_method'] = method.id
+
+Module = Model.get('ir.module')
+if Module.find([('name', '=', 'account_payment'), ('state', '=', 'activated')]):
+    Account = Model.get('account.account')
+    clearing = Account(parent=accounts['receivable'].parent, name='Bank Clearing',
+        type=accounts['payable'].type, reconcile=True, deferral=True)
+    clearing.save()
+    revenue_journal, = Journal.find([('code', '=', 'REV')], limit=1)
+    PaymentJournal = Model.get('account.payment.journal')
+    journal = PaymentJournal(name='Manual', process_method='manual', currency=eur,
+        company=company)
+    if hasattr(journal, 'clearing_account'):
+        journal.clearing_account = clearing
+        journal.clearing_journal = revenue_journal
+    journal.save()
+    result['payment_journal'] = journal.id
+    result['clearing_account'] = clearing.id
+
+Category = Model.get('product.category')
+categories = {}
+for name in ('VAT 19%', 'VAT 7%'):
+    category = Category(name='Goods ' + name, accounting=True)
+    category.account_revenue = accounts['revenue']
+    category.account_expense = accounts['expense']
+    category.customer_taxes.append(Model.get('account.tax')(taxes[name].id))
+    category.supplier_taxes.append(Model.get('account.tax')(taxes[name].id))
+    category.save()
+    categories[name] = category
+
+Uom = Model.get('product.uom')
+unit, = Uom.find([('name', '=', 'Unit')])
+Template = Model.get('product.template')
+catalogue = [
+    ('WIDGET', 'Widget', '12.50', '5.00', 'VAT 19%', 500),
+    ('PUMP-200', 'Pump 200', '1450.00', '800.00', 'VAT 19%', 20),
+    ('SEAL-KIT', 'Seal kit', '39.90', '12.00', 'VAT 19%', 200),
+    ('VALVE-9', 'Valve 9', '89.00', '40.00', 'VAT 19%', 120),
+    ('MANUAL', 'Operating manual (print)', '19.00', '4.00', 'VAT 7%', 300),
+]
+products = {}
+quantities = {}
+for code, name, price, cost, tax, qty in catalogue:
+    template = Template(name=name, code=code, type='goods', default_uom=unit,
+        salable=True, list_price=Decimal(price), account_category=categories[tax])
+    if hasattr(template, 'sale_uom'):
+        template.sale_uom = unit
+    template.save()
+    product, = template.products
+    # template.cost_price is a read-only Function field: the value lives on the variant
+    product.cost_price = Decimal(cost)
+    product.save()
+    products[code] = product
+    quantities[code] = qty
+
+Location = Model.get('stock.location')
+storage, = Location.find([('code', '=', 'STO')])
+Inventory = Model.get('stock.inventory')
+inventory = Inventory(location=storage)
+for code, product in products.items():
+    line = inventory.lines.new(product=product)
+    line.quantity = float(quantities[code])
+    line.expected_quantity = 0.0
+inventory.click('confirm')
+assert inventory.state == 'done', inventory.state
+
+result.update({
+    'company': company.id,
+    'company_party': company_party.id,
+    'currency': eur.id,
+    'fiscalyears': fiscalyears,
+    'taxes': {name: tax.id for name, tax in taxes.items()},
+    'payment_term': payment_term.id,
+    'categories': {name: c.id for name, c in categories.items()},
+    'products': {code: p.id for code, p in products.items()},
+    'stock': quantities,
+    'storage_location': storage.id,
+    'inventory': inventory.id,
+})
+with open(result_path, 'w') as handle:
+    json.dump(result, handle)
+'''
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m crmhub.sandbox.tryton", description="Tryton 8.0 sandbox"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    prep = sub.add_parser("prepare", help="build the venv and the template database")
+    prep.add_argument("--bare", action="store_true", help="template without seed data")
+    serve = sub.add_parser("serve", help="start a server and print how to reach it")
+    serve.add_argument("--bare", action="store_true", help="serve the unseeded template")
+    serve.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            result = prepare(seed=not args.bare)
+            print(f"venv:     {result.venv}")
+            print(f"template: {result.template}")
+            for name, value in sorted(result.timings.items()):
+                print(f"{name:22} {value:8.2f}")
+            return 0
+        def on_sigterm(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # trytond runs in its own process group: stop it ourselves
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        # a shell's background job inherits SIGINT as ignored; make Ctrl-C / kill -INT work
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        server = TrytonServer(seed=not args.bare, port=args.port)
+        server.start()
+        try:
+            print(f"url:      {server.url}")
+            print(f"rpc:      {server.rpc_url}")
+            print(f"database: {server.database}")
+            print(f"user:     {server.user}")
+            print(f"password: {server.password}")
+            print(f"pid:      {server.pid}  (started in {server.start_seconds:.2f} s)")
+            print(f"log:      {server.log_path}")
+            print("Ctrl-C to stop", flush=True)
+            while server.running:
+                time.sleep(0.5)
+            print(f"trytond exited; last lines of {server.log_path}:\n{_tail(server.log_path)}")
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            server.stop()
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
