@@ -88,16 +88,21 @@ async def _serve(settings: HubSettings, once: Any = None) -> int:
         if once is not None:
             code = await once(hub)
         else:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-            typer.echo("stopping ...")
+            await _until_signalled()
     finally:
         await http.stop()
         await hub.stop()
     return code
+
+
+async def _until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM; the caller then stops the HTTP server and the hub."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    typer.echo("stopping ...")
 
 
 @app.command()
@@ -120,12 +125,7 @@ def demo(once: Annotated[bool, typer.Option(
         typer.echo("scenario " + ("succeeded" if ok else "FAILED"))
         if ok and not once:
             typer.echo("hub keeps running; try `curl localhost:PORT/status`. Ctrl-C to stop.")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-            typer.echo("stopping ...")
+            await _until_signalled()
         return 0 if ok else 1
 
     raise typer.Exit(asyncio.run(_serve(settings, once=scenario)))
