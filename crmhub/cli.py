@@ -174,6 +174,11 @@ def config_check() -> None:
     config_file = os.environ.get(CONFIG_FILE_ENV)
     if config_file and not Path(config_file).is_file():
         problems.append(f"{CONFIG_FILE_ENV}: file {config_file} does not exist")
+    known = {f"CRMHUB_{name.upper()}" for name in HubSettings.model_fields}
+    known |= {CONFIG_FILE_ENV, "CRMHUB_TEST_PG", "CRMHUB_SANDBOX_DIR"}
+    problems.extend(f"{name}: not a crmhub setting (misspelt?)"
+                    for name in sorted(os.environ) if name.startswith("CRMHUB_")
+                    and name not in known)
     settings = None
     try:
         settings = HubSettings()
@@ -213,7 +218,7 @@ def dlq_list(flow: Annotated[str | None, typer.Option()] = None,
                                       limit=limit)
     for row in rows:
         typer.echo(f"#{row.id:<5} {row.status:16} {row.flow:24} {row.topic}[{row.partition}]"
-                   f"@{row.offset}  {row.error_class}: {row.error_message[:80]}")
+                   f"@{row.offset}  {row.error_message[:90]}")
     typer.echo(f"{len(rows)} dead letters")
 
 

@@ -1,7 +1,8 @@
 """The hub's HTTP side (uvicorn): /healthz, /readyz, /metrics, /status, and the console.
 
-Console: GET /dead-letters, GET /dead-letters/{id}, GET /parked; POST /dead-letters/replay
-and POST /dead-letters/{id}/discard need `Authorization: Bearer $CRMHUB_CONSOLE_TOKEN`.
+Console (GET /dead-letters, GET /dead-letters/{id}, GET /parked, POST /dead-letters/replay,
+POST /dead-letters/{id}/discard) shows payloads and changes state, so every console call
+needs `Authorization: Bearer $CRMHUB_CONSOLE_TOKEN`; with no token configured it is off.
 """
 
 from __future__ import annotations
@@ -54,20 +55,24 @@ def create_app(hub: Hub) -> FastAPI:
     def authorize(authorization: str | None) -> None:
         token = hub.settings.console_token.get_secret_value()
         if not token:
-            raise HTTPException(403, "console writes are off: set CRMHUB_CONSOLE_TOKEN")
+            raise HTTPException(403, "the console is off: set CRMHUB_CONSOLE_TOKEN")
         given = (authorization or "").removeprefix("Bearer ").encode()
         if not hmac.compare_digest(given, token.encode()):
             raise HTTPException(401, "bad or missing bearer token")
 
     @app.get("/dead-letters")
     async def dead_letters(flow: str | None = None, status: str | None = None,
-                           error_class: str | None = None, limit: int = 100) -> list[Any]:
+                           error_class: str | None = None, limit: int = 100,
+                           authorization: str | None = Header(default=None)) -> list[Any]:
+        authorize(authorization)
         rows = await asyncio.to_thread(hub.store.list_dead_letters, flow=flow, status=status,
                                        error_class=error_class, limit=min(limit, 1000))
         return [_letter(row) for row in rows]
 
     @app.get("/dead-letters/{dead_letter_id}")
-    async def dead_letter(dead_letter_id: int) -> dict[str, Any]:
+    async def dead_letter(dead_letter_id: int,
+                          authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        authorize(authorization)
         row = await asyncio.to_thread(hub.store.get_dead_letter, dead_letter_id)
         if row is None:
             raise HTTPException(404, f"no dead letter #{dead_letter_id}")
@@ -102,7 +107,9 @@ def create_app(hub: Hub) -> FastAPI:
         return {"discarded": True}
 
     @app.get("/parked")
-    async def parked(flow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def parked(flow: str | None = None, limit: int = 100,
+                     authorization: str | None = Header(default=None)) -> list[dict[str, Any]]:
+        authorize(authorization)
         rows = await asyncio.to_thread(hub.store.list_parked, flow=flow, limit=min(limit, 1000))
         return [row.model_dump(mode="json", exclude={"key", "value", "headers"}) for row in rows]
 

@@ -84,6 +84,9 @@ class Hub:
             self.embedded.on_restart = self._on_broker_restart
             self.bootstrap_servers = self.embedded.bootstrap_servers
         await self.db(self.store.migrate)
+        # Outages an earlier process recorded: the first success here clears them.
+        self._down = {t.system: t.down_since for t in await self.db(self.store.targets)
+                      if t.down_since is not None}
         await self.create_topics()
         self.producer = AIOKafkaProducer(**self._client_args(),
                                          enable_idempotence=self.settings.enable_idempotence)
@@ -330,9 +333,10 @@ class Hub:
                                                f"and expired: {error}"),
                                    attempts=parked.attempts, first_failure_at=parked.parked_at)
             done["expired"] += 1
-        for letter in await self.db(store.claim_dead_letter_replays):
+        for letter in await self.db(store.requested_replays):
             await self._replay(letter.topic, letter.key, letter.value, letter.headers,
                                letter.flow, f"dlq:{letter.id}")
+            await self.db(store.mark_replayed, letter.id)
             done["dlq_replayed"] += 1
         return done
 

@@ -62,7 +62,7 @@ class HubSettings(BaseSettings):
     # HTTP: /healthz /readyz /metrics /status and the dead-letter console.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
-    # Bearer token for the console's replay/discard endpoints; empty = they are refused.
+    # Bearer token for the dead-letter console (it shows payloads); empty = console off.
     console_token: SecretStr = SecretStr("")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -221,7 +221,9 @@ class Step(Generic[M, S]):
         try:
             event = decode_event(raw.value, flow.model, max_bytes=self.hub.settings.max_event_bytes)
         except DecodeError as exc:
-            await self.hub.dead_letter(flow.name, flow.group, raw, exc, attempts=1)
+            replay_for = dict(raw.headers).get(REPLAY_FOR, b"").decode()
+            if not replay_for or replay_for == flow.name:
+                await self.hub.dead_letter(flow.name, flow.group, raw, exc, attempts=1)
             return
         if event.type not in flow.accepts:
             return

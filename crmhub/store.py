@@ -1,7 +1,8 @@
 """The state store: ledger, cross-references, parked messages, dead letters, cursors.
 
-Synchronous SQLAlchemy on purpose: every call is one short indexed query or one small
-transaction on a local database, so the step calls it inline instead of hopping threads.
+Synchronous SQLAlchemy: every call is one short indexed query or one small transaction.
+The hub runs them off the event loop (Hub.db: one writer thread for SQLite, a pool for
+PostgreSQL); only the xref lookup a mapping makes (Run.xref) runs inline.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class Store:
                 session.commit()
             except IntegrityError as exc:
                 session.rollback()
-                raise TransientError(f"concurrent write in the state store: {exc.orig}") from exc
+                raise TransientError(f"concurrent write in the state store: {exc.orig}",
+                                     system="state") from exc
             except OperationalError as exc:
                 session.rollback()
                 raise TransientError(f"state store unavailable: {exc.orig}",
@@ -293,8 +295,9 @@ class Store:
 
     def expired_parked(self, limit: int = 100) -> list[Parked]:
         with self.session() as s:
-            return list(s.exec(select(Parked).where(col(Parked.expires_at) < utcnow())
-                               .order_by(col(Parked.id)).limit(limit)).all())
+            return list(s.exec(select(Parked).where(
+                col(Parked.expires_at) < utcnow(), col(Parked.state) == ParkedState.WAITING)
+                .order_by(col(Parked.id)).limit(limit)).all())
 
     def list_parked(self, flow: str | None = None, limit: int = 100) -> list[Parked]:
         with self.session() as s:
@@ -360,20 +363,20 @@ class Store:
                 .values(status=DeadLetterStatus.DISCARDED, note=reason, updated_at=utcnow()))
             return bool(result.rowcount)
 
-    def claim_dead_letter_replays(self, limit: int = 100) -> list[DeadLetter]:
-        claimed: list[DeadLetter] = []
+    def requested_replays(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters queued for replay. The sweeper publishes each, then mark_replayed():
+        a crash in between sends it again, which the ledger absorbs; nothing is lost."""
         with self.session() as s:
-            rows = s.exec(select(DeadLetter).where(
+            return list(s.exec(select(DeadLetter).where(
                 DeadLetter.status == DeadLetterStatus.REPLAY_REQUESTED)
-                .order_by(col(DeadLetter.id)).limit(limit)).all()
-            for row in rows:
-                result = s.exec(update(DeadLetter).where(
-                    col(DeadLetter.id) == row.id,
-                    col(DeadLetter.status) == DeadLetterStatus.REPLAY_REQUESTED)
-                    .values(status=DeadLetterStatus.REPLAYED, updated_at=utcnow()))
-                if result.rowcount:
-                    claimed.append(row)
-        return claimed
+                .order_by(col(DeadLetter.id)).limit(limit)).all())
+
+    def mark_replayed(self, dead_letter_id: int) -> None:
+        with self.session() as s:
+            s.exec(update(DeadLetter).where(
+                col(DeadLetter.id) == dead_letter_id,
+                col(DeadLetter.status) == DeadLetterStatus.REPLAY_REQUESTED)
+                .values(status=DeadLetterStatus.REPLAYED, updated_at=utcnow()))
 
     # -- target systems ----------------------------------------------------------------------
     def mark_down(self, system: str, error: str) -> None:

@@ -97,11 +97,13 @@ def test_config_check_names_each_problem(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("CRMHUB_SESSION_TIMEOUT_MS", "10")
     monkeypatch.setenv("CRMHUB_FLOWS", "order_to_filedrop,nope")
     monkeypatch.setenv("CRMHUB_DATABASE_URL", "mysql://root:hunter22@db/crm")
+    monkeypatch.setenv("CRMHUB_WORKERS_PERFLOW", "3")
     result = runner.invoke(app, ["config", "check"])
     assert result.exit_code == 1
     assert "CRMHUB_SESSION_TIMEOUT_MS: Input should be greater than or equal to 1000" in \
         result.output
     assert "CRMHUB_FLOWS" in result.output and "'nope'" in result.output
+    assert "CRMHUB_WORKERS_PERFLOW: not a crmhub setting (misspelt?)" in result.output
     assert "hunter22" not in result.output  # secrets are never echoed
 
 

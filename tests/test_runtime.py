@@ -103,7 +103,11 @@ async def test_console_lists_inspects_replays_and_discards_dead_letters(
     server = HttpServer(hub, "127.0.0.1", 0)
     await server.start()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+        auth = {"Authorization": "Bearer t0ken-for-tests"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}",
+                                     headers=auth) as client:
+            assert (await client.get("/dead-letters", headers={"Authorization": "Bearer no"})
+                    ).status_code == 401
             listed = (await client.get("/dead-letters", params={"flow": "customer_to_book"})
                       ).json()
             assert [row["error_class"] for row in listed] == ["PermanentError"] * 2
@@ -111,9 +115,9 @@ async def test_console_lists_inspects_replays_and_discards_dead_letters(
             shown = (await client.get(f"/dead-letters/{first}")).json()
             assert shown["value"]["type"] == "customer.upserted"
             assert (await client.get("/dead-letters/999")).status_code == 404
-            unauthorized = await client.post("/dead-letters/replay", json={"ids": [first]})
+            unauthorized = await client.post("/dead-letters/replay", json={"ids": [first]},
+                                             headers={"Authorization": "Bearer wrong"})
             assert unauthorized.status_code == 401
-            auth = {"Authorization": "Bearer t0ken-for-tests"}
             assert (await client.post("/dead-letters/replay", json={}, headers=auth)
                     ).status_code == 400
             book.reject.clear()
@@ -131,7 +135,7 @@ async def test_console_lists_inspects_replays_and_discards_dead_letters(
         await server.stop()
 
 
-async def test_console_writes_are_off_without_a_token(make_hub: HubFactory) -> None:
+async def test_console_is_off_without_a_token(make_hub: HubFactory) -> None:
     hub = await make_hub([customer_flow(Ledgerbook())])
     server = HttpServer(hub, "127.0.0.1", 0)
     await server.start()
@@ -139,6 +143,8 @@ async def test_console_writes_are_off_without_a_token(make_hub: HubFactory) -> N
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
             refused = await client.post("/dead-letters/replay", json={"all": True},
                                         headers={"Authorization": "Bearer anything"})
+            listing = await client.get("/dead-letters")
         assert refused.status_code == 403 and "CRMHUB_CONSOLE_TOKEN" in refused.text
+        assert listing.status_code == 403
     finally:
         await server.stop()

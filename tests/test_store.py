@@ -91,7 +91,9 @@ def test_dead_letter_replay_and_discard(store: Store) -> None:
         store.discard(ids[1], " ")
     assert store.discard(ids[1], "customer deleted in the CRM")
     assert store.get_dead_letter(ids[1]).note == "customer deleted in the CRM"
-    assert [d.id for d in store.claim_dead_letter_replays()] == [ids[0]]
+    assert [d.id for d in store.requested_replays()] == [ids[0]]
+    store.mark_replayed(ids[0])
+    assert store.requested_replays() == []
     assert store.request_replay(everything=True) == 1  # only ids[2] is still dead
     statuses = {d.id: d.status for d in store.list_dead_letters()}
     assert statuses == {ids[0]: "replayed", ids[1]: "discarded", ids[2]: "replay_requested"}

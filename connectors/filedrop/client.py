@@ -12,16 +12,15 @@ import asyncio
 import errno
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from connectors.filedrop.settings import FileDropSettings
 from crmhub.errors import HubError, PermanentError, TransientError
 
 SYSTEM = "filedrop"
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class FileDrop:
@@ -33,8 +32,9 @@ class FileDrop:
         return cls(FileDropSettings())
 
     def path_for(self, entity: str, canonical_id: str) -> Path:
-        name = _SAFE.sub("_", canonical_id)
-        if not name.strip("._"):
+        # Percent-encoding is reversible: "A/B" and "A_B" get different files.
+        name = quote(canonical_id, safe="")
+        if not name.strip("."):
             raise PermanentError(f"canonical id {canonical_id!r} cannot name a file", system=SYSTEM)
         return self.directory / entity / f"{name}.json"
 

@@ -67,3 +67,5 @@ async def test_unwritable_folder_dead_letters_and_a_missing_one_pauses(tmp_path:
         await FileDrop(FileDropSettings(directory=file_in_the_way)).write("c", "C-1", {})
     with pytest.raises(PermanentError, match="cannot name a file"):
         drop.path_for("customer", "..")
+    assert drop.path_for("c", "A/B") != drop.path_for("c", "A_B")  # no two ids share a file
+    assert drop.path_for("c", "A/B").name == "A%2FB.json"
