@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,8 @@ from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from crmhub.embedded import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_ROOT = Path(os.environ.get("CRMHUB_SANDBOX_DIR") or REPO_ROOT / ".sandbox")
@@ -201,14 +202,6 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------- venv
