@@ -218,10 +218,11 @@ class Step(Generic[M, S]):
 
     async def process(self, raw: RawMessage) -> None:
         flow, store = self.flow, self.hub.store
+        # A replay names the flow it is for; other flows leave alone what they already handled.
+        replay_for = dict(raw.headers).get(REPLAY_FOR, b"").decode(errors="replace")
         try:
             event = decode_event(raw.value, flow.model, max_bytes=self.hub.settings.max_event_bytes)
         except DecodeError as exc:
-            replay_for = dict(raw.headers).get(REPLAY_FOR, b"").decode()
             if not replay_for or replay_for == flow.name:
                 await self.hub.dead_letter(flow.name, flow.group, raw, exc, attempts=1)
             return
@@ -236,7 +237,6 @@ class Step(Generic[M, S]):
             return
         if await self._is_stale(event, seen.last_version):
             return
-        replay_for = dict(raw.headers).get(REPLAY_FOR, b"").decode()
         if replay_for and replay_for != flow.name and seen.status is not None:
             return  # another flow's replay of a message this flow already handled its way
         if seen.ahead is not None:
