@@ -102,7 +102,8 @@ class EmbeddedBroker:
     async def kill(self) -> None:
         """Kill the broker (tests simulate a crash with it); the supervisor restarts it."""
         if self.process is not None and self.process.returncode is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop the broker. Stop its clients first: Tansu lingers ~5 s while they are connected."""
@@ -113,7 +114,8 @@ class EmbeddedBroker:
             try:
                 await asyncio.wait_for(process.wait(), grace)
             except TimeoutError:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):  # it may exit just now
+                    process.kill()
                 await process.wait()
         if self._supervisor is not None:
             self._supervisor.cancel()
