@@ -34,7 +34,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Ready to work: broker wired, state store reachable, sweeper running."""
+        """Ready to work: broker wired, state store reachable, sweeper and feeds running."""
         checks = await asyncio.to_thread(hub.readiness)
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

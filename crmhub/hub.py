@@ -30,6 +30,7 @@ from faststream.middlewares import AckPolicy
 from crmhub import topics
 from crmhub.embedded import EmbeddedBroker
 from crmhub.errors import MissingDependency, TransientError
+from crmhub.feed import Feed, Poller
 from crmhub.metrics import Metrics
 from crmhub.settings import HubSettings, redact, secret_values
 from crmhub.step import (
@@ -52,13 +53,17 @@ _SECRET_HEADER_WORDS = ("authorization", "secret", "token", "password", "signatu
 
 class Hub:
     def __init__(self, settings: HubSettings, flows: Sequence[Flow[Any, Any]] | None = None,
-                 *, extra_secrets: Sequence[str] = ()) -> None:
-        if flows is None:
-            from flows import FLOWS
+                 *, feeds: Sequence[Feed[Any, Any]] | None = None,
+                 extra_secrets: Sequence[str] = ()) -> None:
+        if flows is None and feeds is None:  # what settings.flows names, or everything
+            from flows import FEEDS, FLOWS
 
             flows = [f for f in FLOWS if not settings.flows or f.name in settings.flows]
+            feeds = [f for f in FEEDS if not settings.flows or f.name in settings.flows]
         self.settings = settings
-        self.flows = list(flows)
+        self.flows = list(flows or [])
+        self.feeds = list(feeds or [])
+        self.pollers: dict[str, Poller[Any, Any]] = {}
         self.metrics = Metrics()
         self.store = Store(settings.database_url.get_secret_value())
         self.embedded: EmbeddedBroker | None = None
@@ -102,12 +107,17 @@ class Hub:
             self.steps.append(step)
             self.broker.include_router(self._router(step))
         await self.broker.start()
+        for feed in self.feeds:
+            self.pollers[feed.name] = poller = Poller(self, feed)
+            poller.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="crmhub-sweeper")
         self.started_in = time.monotonic() - started
         log.info("hub started in %.2fs: %d flows on %s", self.started_in, len(self.flows),
                  self.bootstrap_servers)
 
     async def stop(self) -> None:
+        for poller in self.pollers.values():
+            await poller.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,8 +182,9 @@ class Hub:
         admin = AIOKafkaAdminClient(**self._client_args())
         await admin.start()
         try:
-            specs = topics.hub_topics(((f.topic, f.group) for f in self.flows),
-                                      self.settings.topic_partitions)
+            specs = topics.hub_topics(
+                ((f.topic, f.group) for f in self.flows), self.settings.topic_partitions,
+                [topics.dlq(topics.poll(f.system, f.stream), f.name) for f in self.feeds])
             return await topics.create_topics(admin, specs, self.settings.replication_factor)
         finally:
             await admin.close()
@@ -195,6 +206,8 @@ class Hub:
             "broker": self.broker is not None and embedded_ok,
             "store": self.store.ping(),
             "sweeper": self._sweeper is not None and not self._sweeper.done(),
+            "feeds": all(p.task is not None and not p.task.done()
+                         for p in self.pollers.values()),
         }
 
     # -- helpers the step uses ----------------------------------------------------------------
@@ -334,8 +347,15 @@ class Hub:
                                    attempts=parked.attempts, first_failure_at=parked.parked_at)
             done["expired"] += 1
         for letter in await self.db(store.requested_replays):
-            await self._replay(letter.topic, letter.key, letter.value, letter.headers,
-                               letter.flow, f"dlq:{letter.id}")
+            poller = self.pollers.get(letter.flow)
+            if poller is not None:  # a feed's refused record: map it again, in the feed
+                await poller.replay(letter.value)
+                self.metrics.replayed.labels(letter.flow, "dlq").inc()
+            elif letter.topic.endswith(".poll"):
+                continue  # a feed that runs in another replica replays it there
+            else:
+                await self._replay(letter.topic, letter.key, letter.value, letter.headers,
+                                   letter.flow, f"dlq:{letter.id}")
             await self.db(store.mark_replayed, letter.id)
             done["dlq_replayed"] += 1
         return done

@@ -34,6 +34,8 @@ class Metrics:
         self.target_down_since = Gauge(
             "crmhub_target_down_since_seconds", "Unix time the target system started failing "
             "(0 while it is up)", ["system"], registry=self.registry)
+        self.feed_polls = Counter("crmhub_feed_polls", "Polls a change feed finished",
+                                  labels, registry=self.registry)
         self.broker_restarts = Counter("crmhub_broker_restarts",
                                        "Embedded broker restarts (each one is a fresh broker)",
                                        registry=self.registry)

@@ -56,7 +56,12 @@ class HubSettings(BaseSettings):
     park_ttl_seconds: float = Field(default=86_400.0, gt=0)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
 
-    # Which flows run (names from flows.FLOWS); empty = all.
+    # Change feeds (pollers of systems without push): how often, and how far back each poll
+    # re-reads so that a change committed late with an earlier stamp is not skipped.
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    poll_overlap_seconds: float = Field(default=120.0, ge=0)
+
+    # Which flows and feeds run (names from flows.FLOWS and flows.FEEDS); empty = all.
     flows: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated
 
     # HTTP: /healthz /readyz /metrics /status and the dead-letter console.
@@ -78,9 +83,9 @@ class HubSettings(BaseSettings):
     @classmethod
     def _known_flows(cls, value: list[str]) -> list[str]:
         if value:
-            from flows import FLOWS
+            from flows import FEEDS, FLOWS
 
-            known = {flow.name for flow in FLOWS}
+            known = {flow.name for flow in FLOWS} | {feed.name for feed in FEEDS}
             unknown = [name for name in value if name not in known]
             if unknown:
                 raise ValueError(f"unknown flows {unknown}; known: {sorted(known)}")

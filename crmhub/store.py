@@ -18,7 +18,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event, exists, func, text, update
+from sqlalchemy import Engine, event, exists, func, or_, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, create_engine, delete, select
 
@@ -157,6 +157,16 @@ class Store:
                              entity_id=entity_id, attempts=attempts)
             s.exec(delete(Parked).where(col(Parked.flow) == flow,
                                         col(Parked.event_id) == event_id))
+
+    def ledger_done(self, flow: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of these events the flow (or feed) has already recorded, in one query."""
+        if not event_ids:
+            return set()
+        with self.session() as s:
+            rows = s.exec(select(Ledger.event_id).where(
+                col(Ledger.flow) == flow, col(Ledger.event_id).in_(list(event_ids)),
+                col(Ledger.status).in_([LedgerStatus.DONE, LedgerStatus.SKIPPED])))
+            return set(rows.all())
 
     def mark_skipped(self, flow: str, event_id: str, entity: str, entity_id: str,
                      reason: str) -> None:
@@ -408,6 +418,30 @@ class Store:
             row = s.get(Cursor, (connector, stream)) or Cursor(connector=connector, stream=stream)
             row.position, row.updated_at = position, utcnow()
             s.add(row)
+
+    def lease_stream(self, connector: str, stream: str, owner: str, ttl: timedelta) -> bool:
+        """Take or renew the lease on a polled stream; False while another owner holds it.
+
+        One conditional UPDATE, so two replicas racing for an expired lease cannot both win.
+        """
+        now = utcnow()
+        with self.session() as s:
+            if s.get(Cursor, (connector, stream)) is None:
+                s.add(Cursor(connector=connector, stream=stream))
+                s.flush()
+            taken = s.exec(update(Cursor).where(
+                col(Cursor.connector) == connector, col(Cursor.stream) == stream,
+                or_(col(Cursor.leased_by) == owner, col(Cursor.leased_by) == "",
+                    col(Cursor.lease_until).is_(None), col(Cursor.lease_until) < now),
+            ).values(leased_by=owner, lease_until=now + ttl))
+            return bool(taken.rowcount)
+
+    def release_stream(self, connector: str, stream: str, owner: str) -> None:
+        """Give the lease up (a clean stop): another replica can poll at once."""
+        with self.session() as s:
+            s.exec(update(Cursor).where(
+                col(Cursor.connector) == connector, col(Cursor.stream) == stream,
+                col(Cursor.leased_by) == owner).values(leased_by="", lease_until=None))
 
     # -- status --------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -43,8 +43,16 @@ class TopicSpec:
     partitions: int
 
 
-def hub_topics(flow_topics: Iterable[tuple[str, str]], partitions: int) -> list[TopicSpec]:
-    """Every canonical topic plus, for each (topic, group) a flow consumes, the topic and its DLQ.
+def poll(system: str, stream: str) -> str:
+    """Where a change feed's refused records are said to come from (never a real topic: the
+    feed's dead letters go to `poll(...).<feed>.dlq` and replay through the feed itself)."""
+    return f"{system}.{stream}.poll"
+
+
+def hub_topics(flow_topics: Iterable[tuple[str, str]], partitions: int,
+               feed_dlqs: Iterable[str] = ()) -> list[TopicSpec]:
+    """Every canonical topic plus, for each (topic, group) a flow consumes, the topic and its DLQ,
+    plus the feeds' DLQs.
 
     DLQs get one partition: they are read by people, not at volume, and one partition keeps
     them in failure order.
@@ -53,6 +61,8 @@ def hub_topics(flow_topics: Iterable[tuple[str, str]], partitions: int) -> list[
     for topic, group in flow_topics:
         specs.setdefault(topic, TopicSpec(topic, partitions))
         specs[dlq(topic, group)] = TopicSpec(dlq(topic, group), 1)
+    for name in feed_dlqs:
+        specs[name] = TopicSpec(name, 1)
     return list(specs.values())
 
 

@@ -1,9 +1,14 @@
-"""Every flow the hub can run, in one explicit list. Adding a flow is one line here."""
+"""Every flow and change feed the hub can run, in two explicit lists. Adding one is one line.
+
+FLOWS consume canonical topics and write into a system; FEEDS poll a system that cannot push
+and publish canonical events.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from crmhub.feed import Feed
 from crmhub.step import Flow
 from flows import customer_to_filedrop, order_to_filedrop
 
@@ -11,3 +16,5 @@ FLOWS: list[Flow[Any, Any]] = [
     customer_to_filedrop.flow,
     order_to_filedrop.flow,
 ]
+
+FEEDS: list[Feed[Any, Any]] = []

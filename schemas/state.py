@@ -101,6 +101,9 @@ class Cursor(SQLModel, table=True):
     stream: str = Field(primary_key=True, max_length=64)
     position: str = ""
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # The replica polling this stream, until when (feeds: one poller per stream at a time).
+    leased_by: str = Field(default="", max_length=128)
+    lease_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class DeadLetter(SQLModel, table=True):

@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from crmhub.embedded import EmbeddedBroker
+from crmhub.feed import Feed
 from crmhub.hub import Hub
 from crmhub.settings import HubSettings
 from crmhub.step import Flow
@@ -80,10 +81,11 @@ async def make_hub(broker: EmbeddedBroker, database_url: str) -> AsyncIterator[H
     """Start hubs on the test broker and store; all are stopped at teardown."""
     hubs: list[Hub] = []
 
-    async def factory(flows: Sequence[Flow[Any, Any]], **overrides: Any) -> Hub:
+    async def factory(flows: Sequence[Flow[Any, Any]], feeds: Sequence[Feed[Any, Any]] = (),
+                      **overrides: Any) -> Hub:
         settings = fast_settings(bootstrap_servers=broker.bootstrap_servers,
                                  database_url=database_url, **overrides)
-        hub = Hub(settings, flows)
+        hub = Hub(settings, flows, feeds=feeds)
         hubs.append(hub)
         await hub.start()
         return hub

@@ -69,7 +69,8 @@ async def test_health_readiness_metrics_and_status_endpoints(make_hub: HubFactor
             ready = await client.get("/readyz")
             assert ready.status_code == 200
             assert ready.json() == {"ready": True,
-                                    "checks": {"broker": True, "store": True, "sweeper": True}}
+                                    "checks": {"broker": True, "store": True, "sweeper": True,
+                                               "feeds": True}}
             metrics = (await client.get("/metrics")).text
             assert 'crmhub_consumed_total{flow="customer_to_book"} 1.0' in metrics
             assert 'crmhub_succeeded_total{flow="customer_to_book"} 1.0' in metrics
