@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
 from typing import Annotated, Any, Literal, NamedTuple, Self, TypeVar
 
 from pydantic import (
@@ -288,29 +288,54 @@ def _priced_lines(
     return priced
 
 
+def _rounding_of(given: Decimal, exact: Decimal, currency: str) -> bool:
+    """True when `given` is `exact` rounded to the currency half up or half to even.
+
+    The hub rounds half up; ERPs such as Tryton round half to even. A document from a system
+    is right when its figures are either, and the hub never re-rounds a system's figures.
+    """
+    return given in (round_money(exact, currency), _round_half_even(exact, currency))
+
+
+def _round_half_even(amount: Decimal, currency: str) -> Decimal:
+    with localcontext(prec=60):
+        return amount.quantize(Decimal(1).scaleb(-minor_units(currency)),
+                               rounding=ROUND_HALF_EVEN)
+
+
 def _totals_problems(
     lines: Sequence[_Line], currency: str, total_net: Decimal, total_tax: Decimal, total: Decimal
 ) -> tuple[list[str], Totals]:
-    """What disagrees between a document's lines and its totals, as readable sentences."""
+    """What disagrees between a document's lines and its totals, as readable sentences.
+
+    Rounded figures may be rounded half up or half to even (see _rounding_of); sums are exact.
+    """
     problems: list[str] = []
     numbers = [line.line_no for line in lines]
     duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
     if duplicates:
         problems.append(f"line_no must be unique; repeated: {duplicates}")
     expected = order_totals(lines, currency)
+    base_by_rate: dict[Decimal, Decimal] = {}
     for line, net in zip(lines, expected.line_nets, strict=True):
-        if line.net_amount != net:
+        with localcontext(prec=60):
+            exact = line.quantity * line.unit_price * (100 - line.discount_percent) / 100
+        if line.net_amount != net and not _rounding_of(line.net_amount, exact, currency):
             problems.append(
                 f"line {line.line_no} net_amount is {line.net_amount}, expected {net} "
                 f"(quantity * unit_price less discount, rounded to {currency})"
             )
-    for name, given, wanted in (
-        ("total_net", total_net, expected.total_net),
-        ("total_tax", total_tax, expected.total_tax),
-        ("total", total, expected.total),
-    ):
-        if given != wanted:
-            problems.append(f"{name} is {given}, expected {wanted}")
+        base_by_rate[line.tax_rate] = base_by_rate.get(line.tax_rate, Decimal(0)) + line.net_amount
+    with localcontext(prec=60):
+        half_even_tax = sum((_round_half_even(base * rate / 100, currency)
+                             for rate, base in base_by_rate.items()), Decimal(0))
+    given_net = sum((line.net_amount for line in lines), Decimal(0))
+    if total_net != given_net:
+        problems.append(f"total_net is {total_net}, expected {given_net}")
+    if total_tax not in (expected.total_tax, half_even_tax):
+        problems.append(f"total_tax is {total_tax}, expected {expected.total_tax}")
+    if total != total_net + total_tax:
+        problems.append(f"total is {total}, expected {total_net + total_tax}")
     return problems, expected
 
 
@@ -434,9 +459,13 @@ class Invoice(CanonicalModel):
                 if rate != 0:  # untaxed lines often get no tax row in an ERP: allowed
                     problems.append(f"tax subtotal missing for rate {rate} (base {want.base})")
                 continue
-            if got.base != want.base:
-                problems.append(f"tax subtotal {rate} base is {got.base}, expected {want.base}")
-            if got.amount != want.amount:
+            base = sum((line.net_amount for line in self.lines if line.tax_rate == rate),
+                       Decimal(0))
+            if got.base != base:
+                problems.append(f"tax subtotal {rate} base is {got.base}, expected {base}")
+            with localcontext(prec=60):
+                exact = got.base * rate / 100
+            if got.amount != want.amount and not _rounding_of(got.amount, exact, self.currency):
                 problems.append(
                     f"tax subtotal {rate} amount is {got.amount}, expected {want.amount}"
                 )

@@ -766,3 +766,21 @@ def test_event_with_float_money_is_a_decode_error() -> None:
 
     with pytest.raises(DecodeError, match="data.total"):
         decode_event(json.dumps(body).encode(), Order)
+
+
+def test_invoice_rounded_half_to_even_by_the_erp_is_accepted() -> None:
+    """Tryton rounds 37.50 x 19% = 7.125 to 7.12 (half to even); the hub would say 7.13."""
+    built = Invoice.build(id="tryton-invoice-1", number="INV-1", customer_id="C-1",
+                          currency="EUR", issued_on=date(2026, 11, 23),
+                          due_date=date(2026, 11, 23),
+                          lines=[{"sku": "WIDGET", "quantity": "3", "unit_price": "12.50",
+                                  "tax_rate": "19"}])
+    assert built.total_tax == D("7.13")
+    payload = json.loads(built.model_dump_json())
+    payload["tax_subtotals"][0]["amount"] = "7.12"
+    payload.update(total_tax="7.12", total="44.62", amount_residual="44.62")
+    assert Invoice.model_validate(payload).total == D("44.62")
+    payload["tax_subtotals"][0]["amount"] = "7.11"
+    payload.update(total_tax="7.11", total="44.61", amount_residual="44.61")
+    with pytest.raises(ValidationError, match="tax subtotal 19 amount is 7.11, expected 7.13"):
+        Invoice.model_validate(payload)
