@@ -56,11 +56,12 @@ REQUIREMENTS: tuple[str, ...] = (
     "trytond-account-payment-clearing~=8.0.0",
     "trytond-stock~=8.0.0",
     "proteus~=8.0.0",
+    "pycountry>=24.6",  # the seed imports the ISO 3166 countries (addresses need them)
 )
 #: Modules activated with ``trytond-admin -u ... --activate-dependencies``.
 MODULES: tuple[str, ...] = ("sale", "sale_opportunity", "account_payment_clearing", "stock")
 #: Bump when the seed script changes: the template is rebuilt on the next prepare.
-SEED_VERSION = 2
+SEED_VERSION = 3
 
 DATABASE = "crmhub"
 ADMIN_USER = "admin"
@@ -636,6 +637,18 @@ class TrytonServer:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
 
+    def halt(self) -> None:
+        """Stop the server process but keep its database and port: an ERP outage."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _kill_group(proc, self.stop_grace)
+
+    def resume(self) -> None:
+        """Start the halted server again on the same port with the same database."""
+        if self._proc is not None or self.directory is None or self.port is None:
+            raise RuntimeError("resume() needs a halted server")
+        self._spawn(self.directory / "db", self.port, last_attempt=True)
+
     def login(self) -> tuple[int, str]:
         """Log in over JSON-RPC; return ``(uid, session header value)``."""
         uid, token, *_ = rpc_call(
@@ -683,6 +696,14 @@ if eur is None:
     eur = Currency(name='Euro', code='EUR', symbol='€', rounding=Decimal('0.01'))
     eur.save()
     Rate(currency=eur, date=dt.date.min, rate=Decimal('1')).save()
+
+import pycountry  # noqa: E402
+
+Country = Model.get('country.country')
+known = {c.code for c in Country.find([])}
+countries = [Country(name=c.name, code=c.alpha_2, code3=c.alpha_3, code_numeric=c.numeric)
+    for c in pycountry.countries if c.alpha_2 not in known]
+Country.save(countries)
 
 Party = Model.get('party.party')
 company_party = Party(name='crmhub Sandbox GmbH')
@@ -796,6 +817,7 @@ result.update({
     'stock': quantities,
     'storage_location': storage.id,
     'inventory': inventory.id,
+    'countries': len(Country.find([])),
 })
 with open(result_path, 'w') as handle:
     json.dump(result, handle)

@@ -1,0 +1,284 @@
+"""Async JSON-RPC client for Tryton, and classify(): the only place that knows Tryton's
+HTTP statuses and fault shapes.
+
+Logs in once (concurrent first calls share the login), reuses the session, logs in again when
+the server says the session expired, always accepts gzip, keeps Decimal/date/datetime exact
+(Tryton's tagged JSON), and bounds connections and time. Everything above this module sees
+TransientError and PermanentError only, never httpx or a raw fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from connectors.tryton.settings import TrytonSettings
+from crmhub.errors import HubError, PermanentError, TransientError
+
+SYSTEM = "tryton"
+LOGIN_RETRY_SECONDS = 60.0
+#: Fault texts that mean "try again": lock waits, serialization failures, busy SQLite.
+_TRANSIENT_FAULTS = ("deadlock", "could not serialize", "database is locked",
+                     "could not obtain lock", "lock timeout", "canceling statement",
+                     "connection", "too many clients")
+
+
+class TrytonFault(Exception):
+    """An answer Tryton gave instead of a result (HTTP status, and the JSON error if any)."""
+
+    def __init__(self, method: str, status: int, error: Any = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{method}: HTTP {status} {error!r}"[:500])
+        self.method, self.status, self.error, self.retry_after = method, status, error, retry_after
+
+
+# --- Tryton's tagged JSON --------------------------------------------------------------------
+def encode(value: Any) -> Any:
+    """json.dumps default=: the objects Tryton's JSONDecoder turns back into Python values."""
+    if isinstance(value, Decimal):
+        return {"__class__": "Decimal", "decimal": str(value)}
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:  # Tryton's datetimes are naive UTC
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return {"__class__": "datetime", "year": value.year, "month": value.month,
+                "day": value.day, "hour": value.hour, "minute": value.minute,
+                "second": value.second, "microsecond": value.microsecond}
+    if isinstance(value, date):
+        return {"__class__": "date", "year": value.year, "month": value.month, "day": value.day}
+    if isinstance(value, time):
+        return {"__class__": "time", "hour": value.hour, "minute": value.minute,
+                "second": value.second, "microsecond": value.microsecond}
+    if isinstance(value, timedelta):
+        return {"__class__": "timedelta", "seconds": value.total_seconds()}
+    if isinstance(value, bytes | bytearray):
+        return {"__class__": "bytes", "base64": base64.encodebytes(value).decode()}
+    if isinstance(value, set | frozenset):
+        return list(value)
+    raise TypeError(f"cannot send {type(value).__name__} to Tryton")
+
+
+def decode(obj: dict[str, Any]) -> Any:
+    """json.loads object_hook=: tagged objects back to Decimal, date, aware-UTC datetime ..."""
+    kind = obj.get("__class__")
+    if kind == "Decimal":
+        return Decimal(obj["decimal"])
+    if kind == "datetime":
+        return datetime(obj["year"], obj["month"], obj["day"], obj["hour"], obj["minute"],
+                        obj["second"], obj["microsecond"], tzinfo=UTC)
+    if kind == "date":
+        return date(obj["year"], obj["month"], obj["day"])
+    if kind == "time":
+        return time(obj["hour"], obj["minute"], obj["second"], obj["microsecond"])
+    if kind == "timedelta":
+        return timedelta(seconds=obj["seconds"])
+    if kind == "bytes":
+        return base64.decodebytes(obj["base64"].encode())
+    return obj
+
+
+# --- client ------------------------------------------------------------------------------------
+class TrytonClient:
+    def __init__(self, settings: TrytonSettings, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.url = f"{settings.url.rstrip('/')}/{settings.database}/rpc/"
+        self.http = httpx.AsyncClient(
+            transport=transport, headers={"Accept-Encoding": "gzip",
+                                          "Content-Type": "application/json"},
+            limits=httpx.Limits(max_connections=settings.max_connections,
+                                max_keepalive_connections=settings.max_connections),
+            timeout=httpx.Timeout(settings.timeout_seconds,
+                                  connect=settings.connect_timeout_seconds))
+        self.calls = 0  # HTTP requests, login included (benchmarks report calls per order)
+        self.logins = 0
+        self.context: dict[str, Any] = {}  # the user's preferences: company, language ...
+        self._session: str | None = None
+        self._login_lock = asyncio.Lock()
+        self._ids = 0
+
+    @classmethod
+    def from_env(cls) -> TrytonClient:
+        return cls(TrytonSettings())
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # -- session
+    async def _login(self, stale: str | None) -> str:
+        async with self._login_lock:
+            if self._session is not None and self._session != stale:
+                return self._session  # another call logged in meanwhile
+            s = self.settings
+            try:
+                result = await self._post(
+                    "common.db.login",
+                    [s.user, {"password": s.password.get_secret_value()}, s.language], None)
+                uid, token = int(result[0]), str(result[1])
+                session = base64.b64encode(f"{s.user}:{uid}:{token}".encode()).decode()
+                self.logins += 1
+                self.context = await self._post("model.res.user.get_preferences", [True, {}],
+                                                session)
+            except TrytonFault as exc:
+                error = classify(exc)
+                if exc.method == "common.db.login" and exc.status in (401, 403):
+                    # A configuration problem, not the message's: pause the flows (the
+                    # target shows as down with this reason) instead of dead-lettering
+                    # everything; slow retries stay under Tryton's login rate limit.
+                    error = TransientError(f"tryton: login refused for user {s.user!r} on "
+                                           f"{s.database!r} (wrong user or password?)",
+                                           system=SYSTEM, retry_after=LOGIN_RETRY_SECONDS)
+                raise error from None  # the request held the password: keep it out of chains
+            self._session = session
+            return session
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """One RPC call; logs in first if needed and once more if the session expired."""
+        session = self._session or await self._login(None)
+        try:
+            return await self._post(method, list(params), session)
+        except TrytonFault as exc:
+            if exc.status not in (401, 403) or method.startswith("common."):
+                raise classify(exc) from exc
+            session = await self._login(session)  # expired or revoked: log in again, once
+        try:
+            return await self._post(method, list(params), session)
+        except TrytonFault as exc:
+            raise classify(exc) from exc
+
+    async def _post(self, method: str, params: list[Any], session: str | None) -> Any:
+        self._ids += 1
+        body = json.dumps({"id": self._ids, "method": method, "params": params},
+                          default=encode)
+        headers = {"Authorization": f"Session {session}"} if session else {}
+        self.calls += 1
+        try:
+            response = await self.http.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise classify(exc, method) from exc
+        if response.status_code != 200:
+            raise TrytonFault(method, response.status_code,
+                              response.text[:300] if response.status_code >= 500 else None,
+                              _retry_after(response.headers.get("Retry-After")))
+        try:
+            data = json.loads(response.content, object_hook=decode)
+        except ValueError as exc:
+            raise TransientError(f"tryton {method}: unreadable answer ({exc})",
+                                 system=SYSTEM) from exc
+        if data.get("error"):
+            raise TrytonFault(method, 200, data["error"])
+        return data.get("result")
+
+    def context_with(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return {**self.context, **(extra or {})}
+
+    # -- model methods
+    async def model(self, model: str, method: str, *args: Any,
+                    context: Mapping[str, Any] | None = None) -> Any:
+        if self._session is None:
+            await self._login(None)  # the context comes with the login
+        return await self.call(f"model.{model}.{method}", *args, self.context_with(context))
+
+    async def search(self, model: str, domain: Sequence[Any], *, offset: int = 0,
+                     limit: int | None = None, order: Sequence[Any] | None = None,
+                     context: Mapping[str, Any] | None = None) -> list[int]:
+        return list(await self.model(model, "search", domain, offset, limit, order,
+                                     context=context))
+
+    async def read(self, model: str, ids: Sequence[int], fields: Sequence[str], *,
+                   context: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        rows = await self.model(model, "read", list(ids), list(fields), context=context)
+        by_id = {row["id"]: row for row in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def search_read(self, model: str, domain: Sequence[Any], fields: Sequence[str], *,
+                          offset: int = 0, limit: int | None = None,
+                          order: Sequence[Any] | None = None,
+                          context: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return list(await self.model(model, "search_read", domain, offset, limit, order,
+                                     list(fields), context=context))
+
+    async def create(self, model: str, values: Sequence[Mapping[str, Any]], *,
+                     context: Mapping[str, Any] | None = None) -> list[int]:
+        return list(await self.model(model, "create", list(values), context=context))
+
+    async def write(self, model: str, ids: Sequence[int], values: Mapping[str, Any], *,
+                    context: Mapping[str, Any] | None = None) -> None:
+        await self.model(model, "write", list(ids), dict(values), context=context)
+
+    async def delete(self, model: str, ids: Sequence[int], *,
+                     context: Mapping[str, Any] | None = None) -> None:
+        await self.model(model, "delete", list(ids), context=context)
+
+    async def button(self, model: str, name: str, ids: Sequence[int], *,
+                     context: Mapping[str, Any] | None = None) -> Any:
+        return await self.model(model, name, list(ids), context=context)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def classify(exc: BaseException, method: str = "") -> HubError:
+    """Every failure of a Tryton call as TransientError (a retry can help) or PermanentError
+    (it cannot), with Tryton's own message kept and no credentials."""
+    if isinstance(exc, HubError):
+        return exc
+    if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
+        return TransientError(f"tryton {method}: {type(exc).__name__}: {exc}", system=SYSTEM)
+    if not isinstance(exc, TrytonFault):
+        return PermanentError(f"tryton {method}: {type(exc).__name__}: {exc}", system=SYSTEM)
+    method, status, error = exc.method, exc.status, exc.error
+    if status == 429:
+        return TransientError(f"tryton {method}: rate limited (HTTP 429)", system=SYSTEM,
+                              retry_after=exc.retry_after or 60.0)
+    if status >= 500 or status == 408:
+        return TransientError(f"tryton {method}: HTTP {status} {error or ''}".strip(),
+                              system=SYSTEM, retry_after=exc.retry_after)
+    if status != 200:
+        return PermanentError(f"tryton {method}: HTTP {status} (no such database, method or "
+                              "access)", system=SYSTEM)
+    name, detail = _fault(error)
+    text = f"tryton {method}: {name}: {detail}" if name else f"tryton {method}: {detail}"
+    if name == "ConcurrencyException" or any(w in detail.lower() for w in _TRANSIENT_FAULTS):
+        return TransientError(text, system=SYSTEM)
+    return PermanentError(text, system=SYSTEM)
+
+
+def _fault(error: Any) -> tuple[str, str]:
+    """(exception name, human message) of a JSON-RPC error: a TrytonException's args are
+    [name, args]; any other server exception comes as [text, traceback]."""
+    if isinstance(error, list | tuple) and error:
+        name, args = error[0], error[1] if len(error) > 1 else ""
+        if name in ("UserError", "UserWarning", "ConcurrencyException", "LoginException"):
+            if isinstance(args, list | tuple):
+                texts = [str(a) for a in args if isinstance(a, str) and a]
+                if name == "UserWarning":
+                    texts = texts[1:]  # the first item is the warning's key
+                return str(name), " - ".join(texts)
+            return str(name), str(args)
+        return "", str(name)
+    return "", str(error)

@@ -1,0 +1,1 @@
+"""Tryton stock as the supply-chain system (SCM): customer shipments out of the warehouse."""

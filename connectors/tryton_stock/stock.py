@@ -1,0 +1,107 @@
+"""Customer shipments (stock.shipment.out) read for the SCM change feed.
+
+A connector of its own (system `tryton_stock`, settings TRYTON_STOCK_*, falling back to the
+ERP's TRYTON_* ones) so that an SCM other than the ERP can replace it: flows and mappings
+only see TrytonShipment records and canonical Shipments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.tryton.client import TrytonClient
+from connectors.tryton.models import IDENTIFIER_PREFIX, TrytonShipment, TrytonShipmentMove
+from connectors.tryton.settings import TrytonSettings
+
+SYSTEM = "tryton_stock"
+#: Shipment states the feed publishes (see mappings.tryton_stock.shipment).
+MILESTONES = ["shipped", "done", "cancelled"]
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(f"TRYTON_STOCK_{name}", f"TRYTON_{name}")
+
+
+class TrytonStockSettings(BaseSettings):
+    """Where the SCM's Tryton is; by default the ERP's own (TRYTON_*)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    url: str = Field(default="http://127.0.0.1:8000", validation_alias=_env("URL"))
+    database: str = Field(default="tryton", validation_alias=_env("DATABASE"))
+    user: str = Field(default="admin", validation_alias=_env("USER"))
+    password: SecretStr = Field(default=SecretStr(""), validation_alias=_env("PASSWORD"))
+
+    def client_settings(self) -> TrytonSettings:
+        return TrytonSettings(url=self.url, database=self.database, user=self.user,
+                              password=self.password)
+
+
+class TrytonStock:
+    def __init__(self, settings: TrytonSettings, client: TrytonClient | None = None) -> None:
+        self.client = client or TrytonClient(settings)
+
+    @classmethod
+    def from_env(cls) -> TrytonStock:
+        return cls(TrytonStockSettings().client_settings())
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def changed_shipments(self, since: datetime | None) -> list[TrytonShipment]:
+        """Customer shipments at a milestone, changed (they or their moves) since `since`."""
+        domain: list[Any] = [("state", "in", MILESTONES)]
+        if since is not None:
+            domain.append(["OR", ("write_date", ">=", since), ("create_date", ">=", since),
+                           ("moves.write_date", ">=", since)])
+        c = self.client
+        ids = await c.search("stock.shipment.out", domain, order=[("id", "ASC")])
+        if not ids:
+            return []
+        shipments, sales = await asyncio.gather(
+            c.read("stock.shipment.out", ids, ["number", "state", "customer", "reference",
+                                               "outgoing_moves", "write_date", "create_date"]),
+            c.search_read("sale.sale", [("shipments", "in", ids)], ["reference", "shipments"]))
+        # outgoing moves only: the inventory moves (storage -> output) are warehouse work
+        moves = {m["id"]: m for m in await c.read(
+            "stock.move", sorted({i for s in shipments for i in s["outgoing_moves"]}),
+            ["product", "quantity", "state", "write_date", "create_date"])}
+        products = await c.read("product.product", sorted({m["product"] for m in
+                                                           moves.values()}), ["code"])
+        identifiers = await self._party_identifiers({s["customer"] for s in shipments})
+        codes = {p["id"]: p["code"] for p in products}
+        reference = {i: s["reference"] for s in sales for i in s["shipments"]}
+        result = []
+        for row in shipments:
+            own = [moves[i] for i in row["outgoing_moves"] if moves[i]["state"] != "cancelled"]
+            stamp = max([_stamp(row), *(_stamp(m) for m in own)])
+            result.append(TrytonShipment(
+                id=row["id"], number=row["number"], state=row["state"], party=row["customer"],
+                party_identifier=identifiers.get(row["customer"]),
+                order_reference=reference.get(row["id"]), reference=row["reference"],
+                shipped_at=_stamp(row) if row["state"] == "shipped" else None,
+                done_at=_stamp(row) if row["state"] == "done" else None,
+                moves=[TrytonShipmentMove(product_code=codes.get(m["product"]),
+                                          quantity=Decimal(str(m["quantity"])))
+                       for m in own],
+                changed_at=stamp))
+        return result
+
+    async def _party_identifiers(self, parties: Iterable[int]) -> dict[int, str]:
+        rows = await self.client.search_read(
+            "party.identifier", [("party", "in", sorted(parties)),
+                                 ("code", "like", IDENTIFIER_PREFIX + "%")], ["party", "code"])
+        return {row["party"]: row["code"] for row in rows}
+
+
+def _stamp(row: dict[str, Any]) -> datetime:
+    stamp = row.get("write_date") or row["create_date"]
+    assert isinstance(stamp, datetime)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Pure mappings between canonical models and Tryton (ERP) payloads, both ways."""

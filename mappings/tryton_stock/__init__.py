@@ -1,0 +1,1 @@
+"""Pure mappings from Tryton stock (the supply-chain side) payloads to canonical models."""
