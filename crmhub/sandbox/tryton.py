@@ -57,6 +57,7 @@ REQUIREMENTS: tuple[str, ...] = (
     "trytond-stock~=8.0.0",
     "proteus~=8.0.0",
     "pycountry>=24.6",  # the seed imports the ISO 3166 countries (addresses need them)
+    "psycopg[binary,pool]>=3.1",  # trytond 8.0's PostgreSQL backend (backend="postgresql")
 )
 #: Modules activated with ``trytond-admin -u ... --activate-dependencies``.
 MODULES: tuple[str, ...] = ("sale", "sale_opportunity", "account_payment_clearing", "stock")
@@ -324,8 +325,13 @@ def _template_ok(seed: bool, key: str) -> dict[str, Any] | None:
     return stamp
 
 
-def _write_conf(path: Path, db_dir: Path, port: int | None = None, **sections: str) -> None:
-    lines = ["[database]", "uri = sqlite://", f"path = {db_dir}", "list = False", ""]
+def _write_conf(path: Path, db_dir: Path | None, port: int | None = None, **sections: str
+                ) -> None:
+    """trytond.conf: SQLite files in `db_dir`, or (db_dir None) the sandbox PostgreSQL."""
+    if db_dir is None:
+        lines = ["[database]", f"uri = {_pg_server_uri()}", "list = False", ""]
+    else:
+        lines = ["[database]", "uri = sqlite://", f"path = {db_dir}", "list = False", ""]
     if port is not None:
         lines += ["[web]", f"listen = 127.0.0.1:{port}", ""]
     for name, body in sections.items():
@@ -432,6 +438,132 @@ def template_info(seed: bool = True) -> dict[str, Any]:
     return _read_json(template_dir(seed) / "stamp.json") or {}
 
 
+# --------------------------------------------------------------------------- PostgreSQL
+#: Admin connection for the PostgreSQL-backed sandbox (trust auth on the project machines).
+PG_URL = os.environ.get("CRMHUB_SANDBOX_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_TEMPLATE_PREFIX = "crmhub_tryton_tpl_"
+PG_RUN_PREFIX = "crmhub_tryton_run_"
+#: Run databases older than this are orphans of killed runs and are dropped at the next start.
+PG_ORPHAN_SECONDS = 6 * 3600
+
+
+def _pg_server_uri() -> str:
+    """trytond's [database] uri: the server, without a database name."""
+    return PG_URL.rsplit("/", 1)[0] + "/"
+
+
+def _pg(*statements: str, fetch: str | None = None) -> list[tuple[Any, ...]]:
+    """Run statements on the admin connection (autocommit: CREATE/DROP DATABASE need it)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=10) as conn:
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[arg-type]
+            return list(conn.execute(fetch).fetchall()) if fetch else []  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        raise RuntimeError(f"PostgreSQL at {PG_URL}: {exc}") from exc
+
+
+def _pg_databases(prefix: str) -> list[str]:
+    rows = _pg(fetch=f"SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%'")
+    return [str(row[0]) for row in rows]
+
+
+def pg_template_info(name: str) -> dict[str, Any] | None:
+    """The stamp of a built PostgreSQL template, kept as the database's comment (so a fresh
+    checkout on the same machine reuses it); None if there is no such finished template."""
+    rows = _pg(fetch="SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                     f"WHERE datname = '{name}'")
+    if not rows or not rows[0][0]:
+        return None
+    stamp: dict[str, Any] = json.loads(rows[0][0])
+    return stamp
+
+
+def ensure_pg_template() -> str:
+    """Build the seeded PostgreSQL template database once per machine; return its name.
+
+    Same steps as the SQLite template, into a database built under a temporary name and
+    renamed at the end, so a half-built template is never used. Its stamp (with the seeded
+    ids) is the database's comment. Older templates of this sandbox are dropped when a new
+    one is built.
+    """
+    ensure_venv()
+    started = time.monotonic()
+    name = PG_TEMPLATE_PREFIX + _template_key(True)[:16]
+    if pg_template_info(name) is not None:
+        TIMINGS["pg_template_cached"], TIMINGS["pg_template_seconds"] = 1.0, 0.0
+        return name
+    with _locked(HOME / "template-pg.lock"):
+        if pg_template_info(name) is None:
+            for stale in _pg_databases(PG_TEMPLATE_PREFIX):
+                _pg(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
+            _build_pg_template(name)
+            TIMINGS["pg_template_cached"] = 0.0
+    TIMINGS["pg_template_seconds"] = time.monotonic() - started
+    return name
+
+
+def _build_pg_template(name: str) -> None:
+    building = f"{name}_build"
+    _pg(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)',
+        f'CREATE DATABASE "{building}" ENCODING \'UTF8\' TEMPLATE template0')
+    staging = Path(tempfile.mkdtemp(prefix="crmhub-tryton-pg-build-"))
+    log = HOME / "template-pg-build.log"
+    log.write_text("")
+    try:
+        started = time.monotonic()
+        conf = staging / "trytond.conf"
+        _write_conf(conf, None)
+        passfile = staging / "admin.pass"
+        passfile.write_text(ADMIN_PASSWORD)
+        _run([venv_bin("trytond-admin"), "-c", conf, "-d", building, "--all",
+              "-u", *MODULES, "--activate-dependencies", "--email", ADMIN_EMAIL],
+             log, timeout=ADMIN_TIMEOUT, env=_child_env({"TRYTONPASSFILE": str(passfile)}),
+             cwd=staging)
+        admin_seconds = time.monotonic() - started
+        script, result = staging / "seed.py", staging / "seed.json"
+        script.write_text(SEED_SCRIPT)
+        _run([venv_bin("python"), script, conf, building, result], log,
+             timeout=SEED_TIMEOUT, cwd=staging)
+        stamp = {"name": name, "seeded": _read_json(result) or {},
+                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "timings": {"admin_seconds": round(admin_seconds, 2),
+                             "build_seconds": round(time.monotonic() - started, 2)}}
+        comment = json.dumps(stamp).replace("'", "''")
+        _pg(f'ALTER DATABASE "{building}" RENAME TO "{name}"',
+            f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
+    except BaseException:
+        with contextlib.suppress(RuntimeError):
+            _pg(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pg_run_database(template: str) -> str:
+    """A fresh copy of the template for one server; drops orphans of killed runs first."""
+    now = int(time.time())
+    for old in _pg_databases(PG_RUN_PREFIX):
+        try:
+            born = int(old[len(PG_RUN_PREFIX):].split("_")[0])
+        except ValueError:
+            continue
+        if now - born > PG_ORPHAN_SECONDS:
+            _pg(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+    name = f"{PG_RUN_PREFIX}{now}_{os.getpid()}_{os.urandom(3).hex()}"
+    deadline = time.monotonic() + 30
+    while True:  # CREATE ... TEMPLATE fails while anyone is connected to the template
+        try:
+            _pg(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            return name
+        except RuntimeError as exc:
+            if "being accessed" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @dataclass(frozen=True)
 class Prepared:
     venv: Path
@@ -500,6 +632,9 @@ class TrytonServer:
     """
 
     seed: bool = True
+    #: "sqlite" (a copied file; sequential writes) or "postgresql" (a database copied from
+    #: the PostgreSQL template; for concurrency tests and benchmarks). PostgreSQL is seeded.
+    backend: str = "sqlite"
     #: None: a free port is picked (retried if taken); after start() the port it listens on.
     port: int | None = None
     start_timeout: float = START_TIMEOUT
@@ -548,11 +683,22 @@ class TrytonServer:
         if self._proc is not None:
             raise RuntimeError(f"the Tryton server is already started (pid {self._proc.pid})")
         started = time.monotonic()
-        template = ensure_template(self.seed)
+        if self.backend not in ("sqlite", "postgresql"):
+            raise RuntimeError(f"unknown sandbox backend {self.backend!r}")
         self.directory = Path(tempfile.mkdtemp(prefix="crmhub-tryton-"))
-        db_dir = self.directory / "db"
-        db_dir.mkdir()
-        shutil.copyfile(template, db_dir / f"{self.database}.sqlite")
+        db_dir: Path | None = self.directory / "db"
+        if self.backend == "postgresql":
+            db_dir = None
+            try:
+                self.database = _pg_run_database(ensure_pg_template())
+            except BaseException:
+                self.stop()
+                raise
+        else:
+            assert db_dir is not None
+            template = ensure_template(self.seed)
+            db_dir.mkdir()
+            shutil.copyfile(template, db_dir / f"{self.database}.sqlite")
         attempts = 1 if self.port is not None else 3
         try:
             for attempt in range(1, attempts + 1):
@@ -576,7 +722,7 @@ class TrytonServer:
         self.start_seconds = time.monotonic() - started
         return self
 
-    def _spawn(self, db_dir: Path, port: int, last_attempt: bool) -> bool:
+    def _spawn(self, db_dir: Path | None, port: int, last_attempt: bool) -> bool:
         """Start trytond on ``port`` and wait for a login; False if the port was taken."""
         assert self.directory is not None
         conf = self.directory / "trytond.conf"
@@ -636,6 +782,10 @@ class TrytonServer:
         if self.directory is not None and not self.keep_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+        if self.backend == "postgresql" and self.database.startswith(PG_RUN_PREFIX):
+            with contextlib.suppress(RuntimeError):
+                _pg(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            self.database = DATABASE
 
     def halt(self) -> None:
         """Stop the server process but keep its database and port: an ERP outage."""
@@ -647,7 +797,8 @@ class TrytonServer:
         """Start the halted server again on the same port with the same database."""
         if self._proc is not None or self.directory is None or self.port is None:
             raise RuntimeError("resume() needs a halted server")
-        self._spawn(self.directory / "db", self.port, last_attempt=True)
+        db_dir = None if self.backend == "postgresql" else self.directory / "db"
+        self._spawn(db_dir, self.port, last_attempt=True)
 
     def login(self) -> tuple[int, str]:
         """Log in over JSON-RPC; return ``(uid, session header value)``."""
@@ -834,13 +985,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="build the venv and the template database")
     prep.add_argument("--bare", action="store_true", help="template without seed data")
+    prep.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     serve = sub.add_parser("serve", help="start a server and print how to reach it")
     serve.add_argument("--bare", action="store_true", help="serve the unseeded template")
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
             result = prepare(seed=not args.bare)
+            if args.backend == "postgresql":
+                print(f"postgres: {ensure_pg_template()}")
+                result.timings.update(TIMINGS)
             print(f"venv:     {result.venv}")
             print(f"template: {result.template}")
             for name, value in sorted(result.timings.items()):
@@ -852,7 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, on_sigterm)
         # a shell's background job inherits SIGINT as ignored; make Ctrl-C / kill -INT work
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        server = TrytonServer(seed=not args.bare, port=args.port)
+        server = TrytonServer(seed=not args.bare, port=args.port, backend=args.backend)
         server.start()
         try:
             print(f"url:      {server.url}")
