@@ -459,8 +459,8 @@ def _pg(*statements: str, fetch: str | None = None) -> list[tuple[Any, ...]]:
     try:
         with psycopg.connect(PG_URL, autocommit=True, connect_timeout=10) as conn:
             for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
-            return list(conn.execute(fetch).fetchall()) if fetch else []  # type: ignore[arg-type]
+                conn.execute(statement)
+            return list(conn.execute(fetch).fetchall()) if fetch else []
     except psycopg.Error as exc:
         raise RuntimeError(f"PostgreSQL at {PG_URL}: {exc}") from exc
 
