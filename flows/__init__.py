@@ -10,11 +10,25 @@ from typing import Any
 
 from crmhub.feed import Feed
 from crmhub.step import Flow
-from flows import customer_to_filedrop, order_to_filedrop
+from flows import (
+    customer_to_erp,
+    customer_to_filedrop,
+    erp_invoices,
+    erp_payments,
+    order_to_erp,
+    order_to_filedrop,
+    scm_shipments,
+)
 
 FLOWS: list[Flow[Any, Any]] = [
     customer_to_filedrop.flow,
     order_to_filedrop.flow,
+    customer_to_erp.flow,
+    order_to_erp.flow,
 ]
 
-FEEDS: list[Feed[Any, Any]] = []
+FEEDS: list[Feed[Any, Any]] = [
+    erp_invoices.feed,
+    erp_payments.feed,
+    scm_shipments.feed,
+]

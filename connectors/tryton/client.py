@@ -29,7 +29,7 @@ LOGIN_RETRY_SECONDS = 60.0
 #: Fault texts that mean "try again": lock waits, serialization failures, busy SQLite.
 _TRANSIENT_FAULTS = ("deadlock", "could not serialize", "database is locked",
                      "could not obtain lock", "lock timeout", "canceling statement",
-                     "connection", "too many clients")
+                     "server closed the connection", "too many clients")
 
 
 class TrytonFault(Exception):
@@ -264,6 +264,11 @@ def classify(exc: BaseException, method: str = "") -> HubError:
     name, detail = _fault(error)
     text = f"tryton {method}: {name}: {detail}" if name else f"tryton {method}: {detail}"
     if name == "ConcurrencyException" or any(w in detail.lower() for w in _TRANSIENT_FAULTS):
+        return TransientError(text, system=SYSTEM)
+    if "must be unique" in detail:
+        # Two writers raced for a sequence or a key (SQLite-backed Tryton does): the retry
+        # searches again and finds the record. A lasting duplicate pauses the flow with this
+        # message in `crmhub status` rather than losing the write.
         return TransientError(text, system=SYSTEM)
     return PermanentError(text, system=SYSTEM)
 

@@ -13,7 +13,7 @@ from connectors.filedrop.client import FileDrop
 from connectors.filedrop.settings import FileDropSettings
 from crmhub import topics
 from crmhub.errors import PermanentError, TransientError
-from flows import FLOWS, customer_to_filedrop, order_to_filedrop
+from flows import FEEDS, FLOWS, customer_to_filedrop, order_to_filedrop
 from tests.conftest import HubFactory, eventually, publish, read_topic
 from tests.flows.support import customer_event, order_event
 
@@ -24,10 +24,13 @@ def drop_flows(directory: Path) -> list:  # type: ignore[type-arg]
             replace(order_to_filedrop.flow, sink=lambda: drop)]
 
 
-def test_every_flow_is_listed_once() -> None:
+def test_every_flow_and_feed_is_listed_once() -> None:
     names = [flow.name for flow in FLOWS]
-    assert names == ["customer_to_filedrop", "order_to_filedrop"]
+    assert names == ["customer_to_filedrop", "order_to_filedrop", "customer_to_erp",
+                     "order_to_erp"]
     assert len({(flow.topic, flow.group) for flow in FLOWS}) == len(FLOWS)
+    assert [feed.name for feed in FEEDS] == ["erp_invoices", "erp_payments", "scm_shipments"]
+    assert len({(feed.system, feed.stream) for feed in FEEDS}) == len(FEEDS)
 
 
 async def test_order_waits_for_its_customer_then_lands_once(make_hub: HubFactory,

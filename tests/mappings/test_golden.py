@@ -1,7 +1,8 @@
 """Golden cases for every mapping: tests/mappings/<system>/<entity>/<case>/.
 
 input.json     {"function": name in mappings.<system>.<entity>, "xref": [[entity, canonical id,
-               system, external id], ...], "data": the payload for the function's first argument}
+               system, external id], ...], "data": the payload for the function's first argument,
+               "args": {other parameter: its value, validated against the parameter's type}}
 expected.json  what the function returns (as JSON), or
 error.txt      "<ErrorClass>: <text the message contains>"
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from crmhub.errors import MissingDependency
 
@@ -47,11 +48,12 @@ def run_case(case: Path) -> Any:
     first = get_type_hints(function)[parameters[0]]
     data = first.model_validate(spec["data"]) if isinstance(first, type) and issubclass(
         first, BaseModel) else spec["data"]
-    args: list[Any] = [data]
+    hints = get_type_hints(function)
+    kwargs: dict[str, Any] = {name: TypeAdapter(hints[name]).validate_python(value)
+                              for name, value in spec.get("args", {}).items()}
     if "xref" in parameters:
-        args.append(GoldenXref(spec.get("xref", [])))
-    result = function(*args)
-    return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+        kwargs["xref"] = GoldenXref(spec.get("xref", []))
+    return TypeAdapter(hints["return"]).dump_python(function(data, **kwargs), mode="json")
 
 
 def test_there_are_golden_cases() -> None:

@@ -1,0 +1,34 @@
+"""Won orders to the ERP: a confirmed Tryton sale, whose number goes back out.
+
+in:  canonical.order.v1 (order.won)   key: order id   group: erp-orders
+out: canonical.order.v1 (order.accepted, data.number = the ERP sale number)
+idempotency: ledger(event_id, flow) + the sale's reference is the canonical order id and is
+             searched before creating, so a crash between the ERP write and the ledger write
+             finds the sale again (and finishes quote/confirm) instead of creating another
+retry: transient -> backoff until the ERP is back; customer not in the ERP yet -> parked until
+       customer_to_erp binds it; unknown product / currency / tax -> DLQ naming it
+"""
+
+from __future__ import annotations
+
+from connectors.tryton.erp import SYSTEM, TrytonErp
+from crmhub import topics
+from crmhub.step import Flow, Run
+from mappings.tryton import order
+from schemas.canonical import Order
+from schemas.envelope import Event
+
+
+async def on_order_won(event: Event[Order], s: Run, erp: TrytonErp) -> None:
+    won = event.data
+    s.xref.require("customer", won.customer_id, SYSTEM)  # park before touching the ERP
+    catalogue = await s.call(erp.catalogue, order.products_wanted(won), won.currency)
+    sale = await s.call(erp.place_sale, order.to_sale(won, s.xref, catalogue))
+    s.bind("order", won.id, SYSTEM, str(sale.id))
+    s.emit(s.follow_up("order.accepted", won.model_copy(update={"number": sale.number}),
+                       source_id=str(sale.id)))
+
+
+flow = Flow(name="order_to_erp", topic=topics.ORDER, group="erp-orders",
+            accepts=frozenset({"order.won"}), model=Order, handler=on_order_won,
+            sink=TrytonErp.from_env, target=SYSTEM)
