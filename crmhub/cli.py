@@ -108,27 +108,61 @@ async def _until_signalled() -> None:
 @app.command()
 def demo(once: Annotated[bool, typer.Option(
         "--once", help="Exit 0 after the scenario succeeds (1 if it does not).")] = False) -> None:
-    """The main job on embedded defaults: embedded broker, SQLite, sample scenario."""
-    from crmhub.demo import DEMO_DIR, Timeline, demo_settings, prepare, run_scenario
+    """The main job on embedded defaults: embedded broker, SQLite, the Tryton sandbox as the
+    ERP and SCM, and a scripted scenario from won order to paid invoice and delivery."""
+    from connectors.tryton.client import TrytonClient
+    from connectors.tryton.settings import TrytonSettings
+    from crmhub.demo import (
+        DEMO_DIR,
+        Timeline,
+        demo_settings,
+        prepare,
+        run_erp_scenario,
+        run_scenario,
+    )
+    from crmhub.sandbox.tryton import TrytonServer, template_info
 
     drop = prepare(DEMO_DIR)
     os.environ.setdefault("FILEDROP_DIRECTORY", str(drop))
     logs.configure("WARNING")
+    say = Timeline()
+    say("starting the Tryton sandbox (ERP + stock; the first run builds it, about a minute)")
+    erp_server = TrytonServer()
+    try:
+        erp_server.start()
+    except RuntimeError as exc:
+        typer.echo(f"error: the Tryton sandbox did not start: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    say(f"Tryton 8.0 at {erp_server.url} (database {erp_server.database}, "
+        f"started in {erp_server.start_seconds:.1f}s)")
+    tryton = TrytonSettings(url=erp_server.url, database=erp_server.database,
+                            user=erp_server.user, password=erp_server.password)
+    for name, value in (("URL", tryton.url), ("DATABASE", tryton.database),
+                        ("USER", tryton.user), ("PASSWORD", tryton.password.get_secret_value())):
+        os.environ[f"TRYTON_{name}"] = value
     settings = demo_settings(DEMO_DIR)
 
     async def scenario(hub: Any) -> int:
-        ok = await run_scenario(hub, Timeline())
+        ok = await run_scenario(hub, say)
         folder = Path(os.environ["FILEDROP_DIRECTORY"])
         typer.echo(f"files dropped under {folder}:")
         for path in await asyncio.to_thread(lambda: sorted(folder.rglob("*.json"))):
             typer.echo(f"  {path}")
+        if ok:
+            async with TrytonClient(tryton) as erp:
+                ok = await run_erp_scenario(hub, say, erp,
+                                            template_info()["seeded"]["payment_method"])
         typer.echo("scenario " + ("succeeded" if ok else "FAILED"))
         if ok and not once:
             typer.echo("hub keeps running; try `curl localhost:PORT/status`. Ctrl-C to stop.")
             await _until_signalled()
         return 0 if ok else 1
 
-    raise typer.Exit(asyncio.run(_serve(settings, once=scenario)))
+    try:
+        code = asyncio.run(_serve(settings, once=scenario))
+    finally:
+        erp_server.stop()
+    raise typer.Exit(code)
 
 
 # -- status ------------------------------------------------------------------------------------

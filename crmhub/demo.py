@@ -1,23 +1,33 @@
 """The demo scenario: the main job on embedded defaults, driven end to end and narrated.
 
-Embedded Tansu broker, SQLite state under var/demo/, the flows in flows.FLOWS. A won order
-arrives before its customer (parked, then replayed), a second order is delivered twice (one
-drop), and one message is garbage (dead-lettered, nothing stalls).
+Embedded Tansu broker, SQLite state under var/demo/, the Tryton sandbox as ERP and SCM, and
+every flow and feed in flows.FLOWS / flows.FEEDS. A won order arrives before its customer
+(parked, then replayed), a second order is delivered twice (one drop), and one message is
+garbage (dead-lettered, nothing stalls). The EUR order becomes a confirmed Tryton sale; its
+invoice is posted, paid in two parts and its goods shipped in Tryton, and the feeds bring
+each change back as a canonical event. The CNY order is refused by the ERP (no CNY there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+
+from connectors.tryton.client import TrytonClient
 from crmhub import topics
 from crmhub.hub import Hub
+from crmhub.sandbox import tryton_ops
 from crmhub.settings import HubSettings
 from schemas.canonical import Address, Customer, Order
 from schemas.envelope import Event, Source
@@ -40,7 +50,7 @@ class Timeline:
 def demo_settings(directory: Path = DEMO_DIR, **overrides: Any) -> HubSettings:
     values: dict[str, Any] = dict(
         bootstrap_servers="", database_url=f"sqlite:///{directory / 'state.sqlite'}",
-        sweep_interval_seconds=0.2, http_port=0,
+        sweep_interval_seconds=0.2, poll_interval_seconds=0.5, http_port=0,
     )
     values.update(overrides)
     return HubSettings(**values)
@@ -85,7 +95,8 @@ async def run_scenario(hub: Hub, say: Timeline, timeout: float = 30.0) -> bool:
     say(f"order {o1.entity_id} won in the CRM ({o1.data.total} {o1.data.currency}) "
         f"before its customer {star.entity_id} is known downstream")
     await _until(lambda: store.list_parked(), timeout)
-    say(f"order {o1.entity_id} parked: {store.list_parked()[0].reason}")
+    parked = store.list_parked(flow="order_to_filedrop")[0]
+    say(f"order {o1.entity_id} parked: {parked.reason}")
 
     await hub.publish_event(star, "demo")
     await hub.publish_event(acme, "demo")
@@ -100,7 +111,8 @@ async def run_scenario(hub: Hub, say: Timeline, timeout: float = 30.0) -> bool:
     def finished() -> bool:
         return (store.external_id("order", "O-1001", "filedrop") is not None
                 and store.external_id("order", "O-1002", "filedrop") is not None
-                and not store.list_parked() and len(store.list_dead_letters()) == 1
+                and not store.list_parked(flow="order_to_filedrop")
+                and len(store.list_dead_letters(flow="order_to_filedrop")) == 1
                 and hub.metrics.duplicates.labels("order_to_filedrop")._value.get() >= 1)
 
     if not await _until(finished, timeout):
@@ -109,12 +121,87 @@ async def run_scenario(hub: Hub, say: Timeline, timeout: float = 30.0) -> bool:
     for entity, entity_id in (("customer", "C-1"), ("customer", "C-2"), ("order", "O-1001"),
                               ("order", "O-1002")):
         say(f"{entity} {entity_id} -> filedrop {store.external_id(entity, entity_id, 'filedrop')}")
-    [letter] = store.list_dead_letters()
+    [letter] = store.list_dead_letters(flow="order_to_filedrop")
     say(f"dead letter #{letter.id}: {letter.error_message} "
         f"({letter.topic}[{letter.partition}]@{letter.offset}); the partition kept flowing")
     say(f"duplicates skipped by the ledger: "
         f"{int(hub.metrics.duplicates.labels('order_to_filedrop')._value.get())}")
     return True
+
+
+async def run_erp_scenario(hub: Hub, say: Timeline, erp: TrytonClient, payment_method: int,
+                           timeout: float = 60.0) -> bool:
+    """The ERP half: the EUR order becomes a confirmed Tryton sale; its invoice is posted and
+    paid in two parts and its goods shipped in Tryton; the feeds bring each change back."""
+    store = hub.store
+    if not await _until(lambda: store.external_id("order", "O-1002", "tryton"), timeout):
+        say(f"order O-1002 did not reach Tryton within {timeout}s: {store.summary()}")
+        return False
+    sale_id = int(store.external_id("order", "O-1002", "tryton") or 0)
+    (sale,) = await erp.read("sale.sale", [sale_id], ["number", "state", "total_amount"])
+    say(f"order O-1002 -> Tryton sale {sale['number']} ({sale['state']}, "
+        f"{sale['total_amount']} EUR); order.accepted carries the number back to the CRM")
+    (invoice_id,) = await tryton_ops.sale_invoices(erp, sale_id)
+    await tryton_ops.post_invoice(erp, invoice_id)
+    (invoice,) = await erp.read("account.invoice", [invoice_id], ["number", "total_amount"])
+    total = Decimal(invoice["total_amount"])
+    first = (total / 2).quantize(Decimal("0.01"))
+    say(f"in Tryton: invoice {invoice['number']} posted ({total} EUR)")
+    printed: set[str] = set()
+    ok = await _expect(hub, say, printed, {"invoice.posted": 1}, timeout)
+    await tryton_ops.pay_invoice(erp, invoice_id, first, payment_method)
+    say(f"in Tryton: {first} EUR paid")
+    ok = ok and await _expect(hub, say, printed, {"payment.received": 1,
+                                                  "invoice.payment_state_changed": 1}, timeout)
+    await tryton_ops.pay_invoice(erp, invoice_id, total - first, payment_method)
+    say(f"in Tryton: the remaining {total - first} EUR paid")
+    ok = ok and await _expect(hub, say, printed, {"payment.received": 1,
+                                                  "invoice.payment_state_changed": 1}, timeout)
+    (shipment_id,) = await tryton_ops.sale_shipments(erp, sale_id)
+    await tryton_ops.ship(erp, shipment_id)
+    say("in Tryton: the goods are picked, packed, shipped and delivered")
+    ok = ok and await _expect(hub, say, printed, {"shipment.dispatched": 1,
+                                                  "shipment.delivered": 1}, timeout)
+    for letter in store.list_dead_letters(flow="order_to_erp"):
+        say(f"order_to_erp dead letter #{letter.id}: {letter.error_message}")
+    if ok:
+        say("every ERP and SCM change arrived once")
+    return ok
+
+
+async def _expect(hub: Hub, say: Timeline, printed: set[str], wanted: dict[str, int],
+                  timeout: float) -> bool:
+    """Wait for `wanted` new events from the ERP/SCM feeds; narrate each as it arrives."""
+    changed, seen = time.monotonic(), Counter[str]()
+    while time.monotonic() < changed + timeout:
+        for event in await _read_events(hub, (topics.INVOICE, topics.PAYMENT, topics.SHIPMENT)):
+            if event["origin"] not in ("tryton", "tryton_stock") or event["event_id"] in printed:
+                continue
+            printed.add(event["event_id"])
+            seen[event["type"]] += 1
+            data = event["data"]
+            detail = data.get("payment_state") or data.get("amount") or data.get("state")
+            say(f"  feed -> {event['type']} {event['entity_id']} ({detail}), "
+                f"{time.monotonic() - changed:.2f}s after the change in Tryton")
+        if all(seen[name] >= count for name, count in wanted.items()):
+            return True
+        await asyncio.sleep(0.2)
+    say(f"ERP changes {wanted} did not arrive within {timeout}s (saw {dict(seen)})")
+    return False
+
+
+async def _read_events(hub: Hub, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every event on these topics so far, in arrival order per partition."""
+    consumer = AIOKafkaConsumer(*names, bootstrap_servers=hub.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    events: list[dict[str, Any]] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=300):
+            events += [json.loads(r.value) for records in batch.values() for r in records]
+    finally:
+        await consumer.stop()
+    return events
 
 
 async def _until(check: Callable[[], Any], timeout: float) -> bool:
