@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.step_throughput
+	$(PY) -m benchmarks.tryton_orders
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

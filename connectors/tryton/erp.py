@@ -297,7 +297,7 @@ class TrytonErp:
                 "create_date"]),
             c.read("product.product", product_ids, ["code"]),
             c.read("product.uom", unit_ids, ["symbol"]),
-            self._party_identifiers({inv["party"] for inv in invoices}),
+            party_identifiers(c, {inv["party"] for inv in invoices}),
             self._currency_codes())
         await self._known_tax_rates({t for ln in lines for t in ln["taxes"]}
                                     | {t["tax"] for t in taxes if t["tax"]})
@@ -311,7 +311,7 @@ class TrytonErp:
             payments = [_payment_line(by_id[i], inv["currency"]) for i in inv["payment_lines"]]
             maturities = [by_id[i]["maturity_date"] for i in inv["lines_to_pay"]
                           if by_id[i]["maturity_date"]]
-            stamps = [_stamp(inv)] + [_stamp(by_id[i]) for i in inv["payment_lines"]]
+            stamps = [change_stamp(inv)] + [change_stamp(by_id[i]) for i in inv["payment_lines"]]
             result.append(TrytonInvoice(
                 id=inv["id"], number=inv["number"], state=inv["state"], party=inv["party"],
                 party_identifier=identifiers.get(inv["party"]), currency_code=currency,
@@ -330,12 +330,6 @@ class TrytonErp:
                 total_amount=inv["total_amount"], amount_to_pay=inv["amount_to_pay"],
                 payments=payments, changed_at=max(stamps)))
         return result
-
-    async def _party_identifiers(self, parties: Iterable[int]) -> dict[int, str]:
-        rows = await self.client.search_read(
-            "party.identifier", [("party", "in", sorted(parties)),
-                                 ("code", "like", IDENTIFIER_PREFIX + "%")], ["party", "code"])
-        return {row["party"]: row["code"] for row in rows}
 
     async def _currency_codes(self) -> dict[int, str]:
         if not self._currencies:
@@ -356,7 +350,15 @@ def _address(address: AddressValues, countries: dict[str, int]) -> dict[str, Any
             "delivery": address.delivery}
 
 
-def _stamp(row: dict[str, Any]) -> datetime:
+async def party_identifiers(client: TrytonClient, parties: Iterable[int]) -> dict[int, str]:
+    """party id -> the hub's identifier code (crmhub:<customer id>), for parties that have one."""
+    rows = await client.search_read(
+        "party.identifier", [("party", "in", sorted(parties)),
+                             ("code", "like", IDENTIFIER_PREFIX + "%")], ["party", "code"])
+    return {row["party"]: row["code"] for row in rows}
+
+
+def change_stamp(row: dict[str, Any]) -> datetime:
     """A record's newest change on the server's clock (write_date is empty until a write)."""
     stamp = row.get("write_date") or row["create_date"]
     assert isinstance(stamp, datetime)

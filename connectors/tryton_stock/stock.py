@@ -8,8 +8,7 @@ only see TrytonShipment records and canonical Shipments.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +16,8 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.tryton.client import TrytonClient
-from connectors.tryton.models import IDENTIFIER_PREFIX, TrytonShipment, TrytonShipmentMove
+from connectors.tryton.erp import change_stamp, party_identifiers
+from connectors.tryton.models import TrytonShipment, TrytonShipmentMove
 from connectors.tryton.settings import TrytonSettings
 
 SYSTEM = "tryton_stock"
@@ -75,33 +75,21 @@ class TrytonStock:
             ["product", "quantity", "state", "write_date", "create_date"])}
         products = await c.read("product.product", sorted({m["product"] for m in
                                                            moves.values()}), ["code"])
-        identifiers = await self._party_identifiers({s["customer"] for s in shipments})
+        identifiers = await party_identifiers(c, {s["customer"] for s in shipments})
         codes = {p["id"]: p["code"] for p in products}
         reference = {i: s["reference"] for s in sales for i in s["shipments"]}
         result = []
         for row in shipments:
             own = [moves[i] for i in row["outgoing_moves"] if moves[i]["state"] != "cancelled"]
-            stamp = max([_stamp(row), *(_stamp(m) for m in own)])
+            stamp = max([change_stamp(row), *(change_stamp(m) for m in own)])
             result.append(TrytonShipment(
                 id=row["id"], number=row["number"], state=row["state"], party=row["customer"],
                 party_identifier=identifiers.get(row["customer"]),
                 order_reference=reference.get(row["id"]), reference=row["reference"],
-                shipped_at=_stamp(row) if row["state"] == "shipped" else None,
-                done_at=_stamp(row) if row["state"] == "done" else None,
+                shipped_at=change_stamp(row) if row["state"] == "shipped" else None,
+                done_at=change_stamp(row) if row["state"] == "done" else None,
                 moves=[TrytonShipmentMove(product_code=codes.get(m["product"]),
                                           quantity=Decimal(str(m["quantity"])))
                        for m in own],
                 changed_at=stamp))
         return result
-
-    async def _party_identifiers(self, parties: Iterable[int]) -> dict[int, str]:
-        rows = await self.client.search_read(
-            "party.identifier", [("party", "in", sorted(parties)),
-                                 ("code", "like", IDENTIFIER_PREFIX + "%")], ["party", "code"])
-        return {row["party"]: row["code"] for row in rows}
-
-
-def _stamp(row: dict[str, Any]) -> datetime:
-    stamp = row.get("write_date") or row["create_date"]
-    assert isinstance(stamp, datetime)
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
