@@ -293,7 +293,8 @@ class TrytonErp:
         move_lines, products, units, identifiers, currencies = await asyncio.gather(
             c.read("account.move.line", move_line_ids, [
                 "date", "debit", "credit", "amount_second_currency", "second_currency",
-                "maturity_date", "journal.rec_name", "description", "write_date",
+                "maturity_date", "reconciliation", "journal.rec_name", "description",
+                "write_date",
                 "create_date"]),
             c.read("product.product", product_ids, ["code"]),
             c.read("product.uom", unit_ids, ["symbol"]),
@@ -309,8 +310,11 @@ class TrytonErp:
         for inv in invoices:
             currency = currencies[inv["currency"]]
             payments = [_payment_line(by_id[i], inv["currency"]) for i in inv["payment_lines"]]
-            maturities = [by_id[i]["maturity_date"] for i in inv["lines_to_pay"]
-                          if by_id[i]["maturity_date"]]
+            # due = the earliest instalment still open (an instalment paid on time is not due)
+            open_lines = [by_id[i] for i in inv["lines_to_pay"]
+                          if by_id[i]["reconciliation"] is None] or [
+                              by_id[i] for i in inv["lines_to_pay"]]
+            maturities = [line["maturity_date"] for line in open_lines if line["maturity_date"]]
             stamps = [change_stamp(inv)] + [change_stamp(by_id[i]) for i in inv["payment_lines"]]
             result.append(TrytonInvoice(
                 id=inv["id"], number=inv["number"], state=inv["state"], party=inv["party"],

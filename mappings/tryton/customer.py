@@ -29,7 +29,8 @@ def to_party(customer: Customer) -> PartyValues:
 
 
 def address_values(address: Address) -> AddressValues:
-    return AddressValues(street=address.street, postal_code=address.postal_code,
+    street = "\n".join(line for line in (address.street, address.street2) if line) or None
+    return AddressValues(street=street, postal_code=address.postal_code,
                          city=address.city, country_code=address.country,
                          invoice=address.kind == "billing", delivery=address.kind == "shipping")
 

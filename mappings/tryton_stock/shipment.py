@@ -32,7 +32,7 @@ def to_shipment(shipment: TrytonShipment) -> Shipment:
     return Shipment(
         id=shipment_id_for(shipment.id), order_id=shipment.order_reference,
         customer_id=customer_id_for(shipment.party, shipment.party_identifier), state=state,
-        tracking_ref=shipment.reference or shipment.number,
+        tracking_ref=shipment.reference,
         dispatched_at=dispatched_at if state != "cancelled" else None,
         delivered_at=shipment.done_at if state == "delivered" else None,
         lines=[ShipmentLine(sku=m.product_code or "(no product)", quantity=m.quantity)
