@@ -24,6 +24,7 @@ from crmhub.sandbox import tryton_ops
 from crmhub.sandbox.tryton import TrytonServer, template_info
 from crmhub.step import Flow
 from flows import customer_to_erp, erp_invoices, erp_payments, order_to_erp, scm_shipments
+from mappings.tryton import order as order_mapping
 from schemas.canonical import Address, Contact, Customer, Order
 from schemas.envelope import Event, Source
 from tests.conftest import HubFactory, eventually, publish, read_topic
@@ -285,3 +286,57 @@ async def test_concurrent_orders_on_postgresql_tryton_each_become_one_sale(
         assert len({s["number"] for s in sales}) == len(orders)
     finally:
         server.stop()
+
+
+async def test_crash_after_the_erp_created_the_sale_does_not_create_a_second(
+        make_hub: HubFactory, tryton_settings: TrytonSettings, erp: TrytonClient) -> None:
+    """The hub died after Tryton created the sale and before quote, confirm and the ledger
+    write: the redelivered order finds the draft by reference and finishes it."""
+    hub = await make_hub(erp_flows(tryton_settings))
+    customer, order = unique("C"), unique("O")
+    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event(customer))
+    party = await eventually(lambda: hub.store.external_id("customer", customer, "tryton"),
+                             message="customer bound", timeout=30)
+    won = order_event(order, customer)
+    crashed = TrytonErp(tryton_settings)
+    catalogue = await crashed.catalogue(order_mapping.products_wanted(won.data), "EUR")
+    await crashed._create_sale(order_mapping.to_sale(won.data, Binds(customer, party),
+                                                     catalogue))
+    await crashed.aclose()
+    [draft] = await sales_for(erp, order)
+    assert draft["state"] == "draft"
+    await publish(hub.bootstrap_servers, topics.ORDER, won)
+    await eventually(lambda: hub.store.external_id("order", order, "tryton"),
+                     message="order placed", timeout=60)
+    [sale] = await sales_for(erp, order)
+    assert sale["id"] == draft["id"] and sale["state"] in ("confirmed", "processing")
+
+
+async def test_unknown_products_are_created_when_the_setting_says_so(
+        make_hub: HubFactory, tryton_settings: TrytonSettings, erp: TrytonClient) -> None:
+    auto = tryton_settings.model_copy(update={"auto_create_products": True})
+    hub = await make_hub(erp_flows(auto))
+    customer, order, sku = unique("C"), unique("O"), unique("NEW").upper()
+    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event(customer))
+    await publish(hub.bootstrap_servers, topics.ORDER, order_event(order, customer, lines=[
+        {"sku": sku, "description": "Flansch DN50", "quantity": "2", "unit_price": "45.125",
+         "tax_rate": "19"}]))
+    await eventually(lambda: hub.store.external_id("order", order, "tryton"),
+                     message="order placed", timeout=60)
+    [product] = await erp.search_read("product.product", [("code", "=", sku)],
+                                      ["rec_name", "list_price_used"])
+    assert "Flansch DN50" in product["rec_name"]
+    assert product["list_price_used"] == Decimal("45.125")
+    [sale] = await sales_for(erp, order)
+    assert sale["total_amount"] == Decimal("107.40")  # 90.25 + 19% (17.1475 -> 17.15)
+
+
+class Binds:
+    def __init__(self, customer: str, party: str) -> None:
+        self.customer, self.party = customer, party
+
+    def get(self, entity: str, canonical_id: str, system: str) -> str | None:
+        return self.party if canonical_id == self.customer else None
+
+    def require(self, entity: str, canonical_id: str, system: str) -> str:
+        return self.party
