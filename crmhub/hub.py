@@ -32,7 +32,7 @@ from crmhub.embedded import EmbeddedBroker
 from crmhub.errors import MissingDependency, TransientError
 from crmhub.feed import Feed, Poller
 from crmhub.metrics import Metrics
-from crmhub.settings import HubSettings, redact, secret_values
+from crmhub.settings import HubSettings, redact, secret_env_values, secret_values
 from crmhub.step import (
     REPLAY_FOR,
     REPLAY_KIND,
@@ -75,7 +75,7 @@ class Hub:
         self._db_pool = ThreadPoolExecutor(
             max_workers=1 if self.store.engine.dialect.name == "sqlite" else 8,
             thread_name_prefix="crmhub-db")
-        self._secrets = [*secret_values(settings), *extra_secrets]
+        self._secrets = [*secret_values(settings), *secret_env_values(), *extra_secrets]
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._down: dict[str, datetime] = {}

@@ -136,6 +136,18 @@ def secret_values(*settings: BaseSettings) -> list[str]:
     return found
 
 
+#: Environment variables whose values are secrets whatever connector reads them
+#: (TRYTON_PASSWORD, BOTTLECRM_TOKEN, ..._WEBHOOK_SECRET, ...).
+SECRET_ENV_SUFFIXES = ("PASSWORD", "TOKEN", "SECRET", "API_KEY")
+
+
+def secret_env_values(environ: dict[str, str] | None = None) -> list[str]:
+    """Values of secret-named environment variables: connectors' secrets, redacted too."""
+    env = dict(os.environ) if environ is None else environ
+    return [value for name, value in env.items()
+            if name.upper().endswith(SECRET_ENV_SUFFIXES) and len(value) >= 4]
+
+
 def redact(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if len(secret) >= 4:

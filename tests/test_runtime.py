@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from crmhub import topics
@@ -149,3 +150,14 @@ async def test_console_is_off_without_a_token(make_hub: HubFactory) -> None:
         assert listing.status_code == 403
     finally:
         await server.stop()
+
+
+def test_connector_secrets_from_the_environment_are_redacted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRYTON_PASSWORD", "erp-s3cret-pw")
+    monkeypatch.setenv("BOTTLECRM_WEBHOOK_SECRET", "whsec-123456")
+    monkeypatch.setenv("TRYTON_URL", "http://tryton:8000")  # not a secret: kept
+    hub = Hub(fast_settings(database_url=f"sqlite:///{tmp_path / 's.sqlite'}"), [])
+    text = hub.redact("login erp-s3cret-pw at http://tryton:8000 signed whsec-123456")
+    assert text == "login *** at http://tryton:8000 signed ***"
+    hub.store.close()
