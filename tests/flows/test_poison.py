@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from hypothesis import Phase, given, settings
@@ -31,7 +32,10 @@ garbage = st.one_of(
     st.binary(max_size=300),  # not JSON at all (or JSON by accident: still not an envelope)
     json_values.map(lambda v: json.dumps(v).encode()),  # JSON, not an envelope
     st.integers().filter(lambda v: v != 1).map(lambda v: envelope_with(schema_version=v)),
-    st.text(max_size=20).map(lambda v: envelope_with(type=v or "Bad Type")),
+    # an invalid type: anything but "<word>.<word>" (hypothesis found "a.a" is a valid one)
+    st.text(max_size=20).filter(lambda v: not re.fullmatch(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*",
+                                                            v))
+    .map(lambda v: envelope_with(type=v or "Bad Type")),
     json_values.map(lambda v: envelope_with(data=v)),  # envelope, data not a Customer
     st.just(b"\xff\xfe\x00 not utf-8"),
 )
