@@ -3,16 +3,20 @@
 Layout under ``SANDBOX_ROOT`` (``$CRMHUB_SANDBOX_DIR`` or ``<repo>/.sandbox``, git-ignored)::
 
     tryton-8.0/venv/                 trytond + modules + proteus (stamp: .crmhub-stamp.json)
-    tryton-8.0/template/             crmhub.sqlite, initialised and seeded once (stamp.json)
-    tryton-8.0/template-bare/        the same without the seed data (``ensure_template(False)``)
+    tryton-8.0/template-bare/        crmhub.sqlite with the modules activated (stamp.json)
+    tryton-8.0/template/             a copy of it, seeded (stamp.json: ids the seed created)
     tryton-8.0/*.lock, *.log         build locks and the logs of the last install / build
 
 Each ``TrytonServer`` copies the template to its own temp dir, so runs never share data, and
-listens on a free port of 127.0.0.1. Everything that fails raises ``RuntimeError`` naming the
-command, its exit code and the end of its log; every wait has a deadline.
+listens on a free port of 127.0.0.1. ``TrytonServer(backend="postgresql")`` instead creates a
+database ``crmhub_tryton_run_<time>_<pid>_<random>`` from the PostgreSQL template
+``crmhub_tryton_tpl_<key>`` (itself a copy of ``crmhub_tryton_bare_<key>`` plus the seed; both
+built once per server, stamped in their database comment) and drops it on stop().
+Everything that fails raises ``RuntimeError`` naming the command, its exit code and the end
+of its log; every wait has a deadline.
 
-    python -m crmhub.sandbox.tryton prepare   # build venv + template, print timings
-    python -m crmhub.sandbox.tryton serve     # start a server, print url/db/user until Ctrl-C
+    python -m crmhub.sandbox.tryton prepare [--backend postgresql]   # build, print timings
+    python -m crmhub.sandbox.tryton serve [--backend postgresql]     # url/db/user until Ctrl-C
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +68,7 @@ REQUIREMENTS: tuple[str, ...] = (
 #: Modules activated with ``trytond-admin -u ... --activate-dependencies``.
 MODULES: tuple[str, ...] = ("sale", "sale_opportunity", "account_payment_clearing", "stock")
 #: Bump when the seed script changes: the template is rebuilt on the next prepare.
-SEED_VERSION = 3
+SEED_VERSION = 4
 
 DATABASE = "crmhub"
 ADMIN_USER = "admin"
@@ -325,11 +331,12 @@ def _template_ok(seed: bool, key: str) -> dict[str, Any] | None:
     return stamp
 
 
-def _write_conf(path: Path, db_dir: Path | None, port: int | None = None, **sections: str
-                ) -> None:
-    """trytond.conf: SQLite files in `db_dir`, or (db_dir None) the sandbox PostgreSQL."""
+def _write_conf(path: Path, db_dir: Path | None, port: int | None = None,
+                pg_url: str | None = None, **sections: str) -> None:
+    """trytond.conf: SQLite files in `db_dir`, or (db_dir None) the server of `pg_url`."""
     if db_dir is None:
-        lines = ["[database]", f"uri = {_pg_server_uri()}", "list = False", ""]
+        uri = _pg_server_uri(pg_admin_url(pg_url))
+        lines = ["[database]", f"uri = {uri}", "list = False", ""]
     else:
         lines = ["[database]", "uri = sqlite://", f"path = {db_dir}", "list = False", ""]
     if port is not None:
@@ -339,30 +346,36 @@ def _write_conf(path: Path, db_dir: Path | None, port: int | None = None, **sect
     path.write_text("\n".join(lines))
 
 
+def _record_timings(stamp: Mapping[str, Any], cached: bool, started: float) -> None:
+    TIMINGS["template_cached"] = 1.0 if cached else 0.0
+    TIMINGS["template_seconds"] = time.monotonic() - started
+    for name in ("admin_seconds", "seed_seconds", "build_seconds"):
+        TIMINGS[f"cold_{name}"] = float(stamp.get("timings", {}).get(name, 0.0))
+
+
 def ensure_template(seed: bool = True) -> Path:
     """Build the SQLite template database once (modules activated, optionally seeded).
 
     Returns the path of ``crmhub.sqlite``. Keyed by the requirement list, what pip resolved,
-    ``SEED_VERSION`` and the year; a changed key rebuilds. A lock file keeps two processes
-    from building at once; the build happens in a staging dir renamed into place at the end.
+    ``SEED_VERSION`` and the year; a changed key rebuilds. The seeded template starts as a
+    copy of the bare one (built first if missing), so a changed seed re-runs only the seed
+    script, not trytond-admin. A lock file keeps two processes from building at once; the
+    build happens in a staging dir renamed into place at the end.
     """
     ensure_venv()
     started = time.monotonic()
     key = _template_key(seed)
     stamp = _template_ok(seed, key)
+    cached = stamp is not None
     if stamp is None:
-        with _locked(HOME / "template.lock"):
+        if seed:
+            ensure_template(False)
+        with _locked(HOME / f"{template_dir(seed).name}.lock"):
             stamp = _template_ok(seed, key)
+            cached = stamp is not None  # another process built it while we waited
             if stamp is None:
                 stamp = _build_template(seed, key)
-                TIMINGS["template_cached"] = 0.0
-            else:
-                TIMINGS["template_cached"] = 1.0
-    else:
-        TIMINGS["template_cached"] = 1.0
-    TIMINGS["template_seconds"] = time.monotonic() - started
-    for name in ("admin_seconds", "seed_seconds", "build_seconds"):
-        TIMINGS[f"cold_{name}"] = float(stamp.get("timings", {}).get(name, 0.0))
+    _record_timings(stamp, cached, started)
     return template_db(seed)
 
 
@@ -378,51 +391,32 @@ def _build_template(seed: bool, key: str) -> dict[str, Any]:
         started = time.monotonic()
         conf = staging / "trytond.conf"
         _write_conf(conf, staging)
-        (staging / f"{DATABASE}.sqlite").touch()  # trytond-admin needs the file to exist
-        passfile = staging / "admin.pass"
-        passfile.write_text(ADMIN_PASSWORD)
-        _run(
-            [
-                venv_bin("trytond-admin"), "-c", conf, "-d", DATABASE, "--all",
-                "-u", *MODULES, "--activate-dependencies", "--email", ADMIN_EMAIL,
-            ],
-            log,
-            timeout=ADMIN_TIMEOUT,
-            env=_child_env({"TRYTONPASSFILE": str(passfile)}),
-            cwd=staging,
-        )
-        passfile.unlink()
-        admin_seconds = time.monotonic() - started
-        seed_seconds = 0.0
+        db_file = staging / f"{DATABASE}.sqlite"
         seeded: dict[str, Any] = {}
         if seed:
-            t0 = time.monotonic()
-            script = staging / "seed.py"
-            script.write_text(SEED_SCRIPT)
-            result = staging / "seed.json"
+            bare = _template_ok(False, _template_key(False))
+            if bare is None:
+                raise RuntimeError(f"the bare template {template_db(False)} vanished")
+            shutil.copyfile(template_db(False), db_file)
+            admin_seconds = float(bare.get("timings", {}).get("admin_seconds", 0.0))
+            seeded = _run_seed(conf, DATABASE, staging, log)
+        else:
+            db_file.touch()  # trytond-admin needs the file to exist
+            passfile = staging / "admin.pass"
+            passfile.write_text(ADMIN_PASSWORD)
             _run(
-                [venv_bin("python"), script, conf, DATABASE, result],
+                [
+                    venv_bin("trytond-admin"), "-c", conf, "-d", DATABASE, "--all",
+                    "-u", *MODULES, "--activate-dependencies", "--email", ADMIN_EMAIL,
+                ],
                 log,
-                timeout=SEED_TIMEOUT,
+                timeout=ADMIN_TIMEOUT,
+                env=_child_env({"TRYTONPASSFILE": str(passfile)}),
                 cwd=staging,
             )
-            seeded = _read_json(result) or {}
-            script.unlink()
-            seed_seconds = time.monotonic() - t0
-        stamp: dict[str, Any] = {
-            "key": key,
-            "seed": seed,
-            "seed_version": SEED_VERSION if seed else None,
-            "requirements": list(REQUIREMENTS),
-            "modules": list(MODULES),
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "seeded": seeded,
-            "timings": {
-                "admin_seconds": round(admin_seconds, 2),
-                "seed_seconds": round(seed_seconds, 2),
-                "build_seconds": round(time.monotonic() - started, 2),
-            },
-        }
+            passfile.unlink()
+            admin_seconds = time.monotonic() - started
+        stamp = _stamp(key, seed, seeded, admin_seconds, started)
         conf.unlink()
         _write_json(staging / "stamp.json", stamp)
         if final.exists():
@@ -433,151 +427,336 @@ def _build_template(seed: bool, key: str) -> dict[str, Any]:
     return stamp
 
 
-def template_info(seed: bool = True) -> dict[str, Any]:
-    """The stamp of the built template: key, timings and ``seeded`` (ids the seed created)."""
+def _run_seed(conf: Path, database: str, staging: Path, log: Path) -> dict[str, Any]:
+    """Run SEED_SCRIPT against ``database``; return what it created (ids, counts, seconds)."""
+    started = time.monotonic()
+    script, result = staging / "seed.py", staging / "seed.json"
+    script.write_text(SEED_SCRIPT)
+    _run([venv_bin("python"), script, conf, database, result], log, timeout=SEED_TIMEOUT,
+         cwd=staging)
+    seeded = _read_json(result)
+    if seeded is None:
+        raise RuntimeError(f"the seed script wrote no result to {result}; last lines of "
+                           f"{log}:\n{_tail(log)}")
+    script.unlink()
+    result.unlink()
+    seeded["_seconds"] = round(time.monotonic() - started, 2)
+    return seeded
+
+
+def _stamp(key: str, seed: bool, seeded: dict[str, Any], admin_seconds: float,
+           started: float) -> dict[str, Any]:
+    """A template's stamp. ``timings``: ``admin_seconds`` is what trytond-admin took when the
+    bare template was built (a seeded template copies it); ``seed_seconds`` the seed script;
+    ``build_seconds`` this build."""
+    seed_seconds = float(seeded.pop("_seconds", 0.0))
+    return {
+        "key": key,
+        "seed": seed,
+        "seed_version": SEED_VERSION if seed else None,
+        "requirements": list(REQUIREMENTS),
+        "modules": list(MODULES),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "built_epoch": int(time.time()),
+        "seeded": seeded,
+        "timings": {
+            "admin_seconds": round(admin_seconds, 2),
+            "seed_seconds": round(seed_seconds, 2),
+            "build_seconds": round(time.monotonic() - started, 2),
+        },
+    }
+
+
+def template_info(seed: bool = True, backend: str = "sqlite",
+                  pg_url: str | None = None) -> dict[str, Any]:
+    """The stamp of the built template: key, timings and ``seeded`` (ids the seed created).
+
+    ``{}`` if that template is not built (for PostgreSQL: not in the server of ``pg_url``).
+    """
+    if backend == "postgresql":
+        ensure_venv()  # the template's name comes from what pip resolved
+        key = _template_key(seed)
+        return _pg_stamp(pg_admin_url(pg_url), _pg_template_name(seed, key), key) or {}
     return _read_json(template_dir(seed) / "stamp.json") or {}
 
 
 # --------------------------------------------------------------------------- PostgreSQL
-#: Admin connection for the PostgreSQL-backed sandbox (trust auth on the project machines).
-PG_URL = os.environ.get("CRMHUB_SANDBOX_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: Admin connection of the PostgreSQL-backed sandbox (trust auth on the project machines);
+#: ``$CRMHUB_SANDBOX_PG`` or ``pg_url=`` override it.
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_BARE_PREFIX = "crmhub_tryton_bare_"
 PG_TEMPLATE_PREFIX = "crmhub_tryton_tpl_"
 PG_RUN_PREFIX = "crmhub_tryton_run_"
-#: Run databases older than this are orphans of killed runs and are dropped at the next start.
+#: Run databases older than this without a session are orphans of killed runs: dropped at
+#: the next start. Older than PG_ABANDONED_SECONDS they go even with sessions (a trytond
+#: that outlived its test process).
 PG_ORPHAN_SECONDS = 6 * 3600
+PG_ABANDONED_SECONDS = 2 * 86400
+#: Templates of another key (older seed, other checkout) are dropped when a new one is
+#: built, unless they were built within this many seconds (two checkouts at different
+#: versions sharing one server would otherwise drop each other's template on every run).
+PG_STALE_TEMPLATE_SECONDS = 3600
+#: How long CREATE/ALTER DATABASE retries while the source has sessions (they linger for a
+#: moment after a client exits).
+PG_BUSY_TIMEOUT = 30.0
+#: System catalogs whose planner statistics trytond-admin leaves stale (see _build_pg_template)
+PG_CATALOGS = ("pg_class", "pg_attribute", "pg_constraint", "pg_depend", "pg_index",
+               "pg_type", "pg_attrdef")
+_PG_NAME = re.compile(r"[a-z0-9_]{1,63}")
 
 
-def _pg_server_uri() -> str:
-    """trytond's [database] uri: the server, without a database name."""
-    return PG_URL.rsplit("/", 1)[0] + "/"
+def pg_admin_url(url: str | None = None) -> str:
+    """``url``, else ``$CRMHUB_SANDBOX_PG``, else DEFAULT_PG_URL (read at call time)."""
+    return url or os.environ.get("CRMHUB_SANDBOX_PG") or DEFAULT_PG_URL
 
 
-def _pg(*statements: str, fetch: str | None = None) -> list[tuple[Any, ...]]:
-    """Run statements on the admin connection (autocommit: CREATE/DROP DATABASE need it)."""
+def _pg_server_uri(url: str) -> str:
+    """trytond's [database] uri: the admin url without its database name."""
+    return urllib.parse.urlsplit(url)._replace(path="/").geturl()
+
+
+def _q(name: str) -> str:
+    """A quoted identifier; the sandbox only makes names of [a-z0-9_]."""
+    if not _PG_NAME.fullmatch(name):
+        raise RuntimeError(f"not a sandbox database name: {name!r}")
+    return f'"{name}"'
+
+
+def _pg(url: str, *statements: str, fetch: str | None = None, params: Sequence[Any] = (),
+        dbname: str | None = None) -> list[tuple[Any, ...]]:
+    """Run statements on a fresh autocommit connection (CREATE/DROP DATABASE need one) to
+    the admin database, or to ``dbname`` on the same server."""
     import psycopg
+    from psycopg.conninfo import make_conninfo
 
+    conninfo = make_conninfo(url, dbname=dbname) if dbname else url
+    where = f"{url} (database {dbname})" if dbname else url
     try:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
             for statement in statements:
                 conn.execute(statement)
-            return list(conn.execute(fetch).fetchall()) if fetch else []
+            return list(conn.execute(fetch, params).fetchall()) if fetch else []
     except psycopg.Error as exc:
-        raise RuntimeError(f"PostgreSQL at {PG_URL}: {exc}") from exc
+        raise RuntimeError(f"PostgreSQL at {where}: {exc}") from exc
 
 
-def _pg_databases(prefix: str) -> list[str]:
-    rows = _pg(fetch=f"SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%'")
-    return [str(row[0]) for row in rows]
+def _pg_when_idle(url: str, statement: str) -> None:
+    """Run a statement that needs a database nobody is connected to, retrying while busy."""
+    deadline = time.monotonic() + PG_BUSY_TIMEOUT
+    while True:
+        try:
+            _pg(url, statement)
+            return
+        except RuntimeError as exc:
+            if "being accessed by other users" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{exc} (still after {PG_BUSY_TIMEOUT:.0f} s of retries)"
+                                   ) from exc
+            time.sleep(0.2)
 
 
-def pg_template_info(name: str) -> dict[str, Any] | None:
-    """The stamp of a built PostgreSQL template, kept as the database's comment (so a fresh
-    checkout on the same machine reuses it); None if there is no such finished template."""
-    rows = _pg(fetch="SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-                     f"WHERE datname = '{name}'")
+@contextlib.contextmanager
+def _pg_locked(url: str, name: str, timeout: float) -> Iterator[None]:
+    """A session advisory lock on the server: checkouts with other lock files share it."""
+    import psycopg
+
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    deadline = time.monotonic() + timeout
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise RuntimeError(f"PostgreSQL at {url}: {exc}") from exc
+    with conn:  # closing the session releases the lock, also when this process dies
+        while True:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if row and row[0]:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL at {url}: advisory lock {name!r} still held "
+                                   f"by another process after {timeout:.0f} s")
+            time.sleep(0.5)
+        yield
+
+
+def _pg_template_name(seed: bool, key: str) -> str:
+    return (PG_TEMPLATE_PREFIX if seed else PG_BARE_PREFIX) + key[:16]
+
+
+def pg_template_name(seed: bool = True) -> str:
+    """The PostgreSQL template's name for the current venv and seed (built or not)."""
+    ensure_venv()
+    return _pg_template_name(seed, _template_key(seed))
+
+
+def _pg_stamp(url: str, name: str, key: str) -> dict[str, Any] | None:
+    """The stamp of a finished template: the database's comment, set before the rename to
+    its final name. None when the database is missing or is some other build."""
+    rows = _pg(url, fetch="SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                          "WHERE datname = %s", params=(name,))
     if not rows or not rows[0][0]:
         return None
-    stamp: dict[str, Any] = json.loads(rows[0][0])
-    return stamp
+    try:
+        stamp = json.loads(rows[0][0])
+    except ValueError:
+        return None
+    return stamp if isinstance(stamp, dict) and stamp.get("key") == key else None
 
 
-def ensure_pg_template() -> str:
-    """Build the seeded PostgreSQL template database once per machine; return its name.
+def ensure_pg_template(seed: bool = True, pg_url: str | None = None) -> str:
+    """Build a PostgreSQL template database once per server; return its name.
 
-    Same steps as the SQLite template, into a database built under a temporary name and
-    renamed at the end, so a half-built template is never used. Its stamp (with the seeded
-    ids) is the database's comment. Older templates of this sandbox are dropped when a new
-    one is built.
+    ``crmhub_tryton_bare_<key>`` has the modules activated, ``crmhub_tryton_tpl_<key>`` is a
+    copy of it plus the seed (so a changed seed re-runs only the seed script). Keys as for
+    the SQLite template. Built under ``<name>_build`` and renamed at the end, so a half-built
+    template is never used; the stamp (with the seeded ids) is the database's comment, so it
+    cannot outlive the database. A lock file and a server-wide advisory lock keep two
+    builders apart; templates of other keys are dropped when a new one is built.
     """
     ensure_venv()
+    url = pg_admin_url(pg_url)
     started = time.monotonic()
-    name = PG_TEMPLATE_PREFIX + _template_key(True)[:16]
-    if pg_template_info(name) is not None:
-        TIMINGS["pg_template_cached"], TIMINGS["pg_template_seconds"] = 1.0, 0.0
-        return name
-    with _locked(HOME / "template-pg.lock"):
-        if pg_template_info(name) is None:
-            for stale in _pg_databases(PG_TEMPLATE_PREFIX):
-                _pg(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
-            _build_pg_template(name)
-            TIMINGS["pg_template_cached"] = 0.0
-    TIMINGS["pg_template_seconds"] = time.monotonic() - started
+    key = _template_key(seed)
+    name = _pg_template_name(seed, key)
+    stamp = _pg_stamp(url, name, key)
+    cached = stamp is not None
+    if stamp is None:
+        bare = ensure_pg_template(False, url) if seed else None
+        kind = "template" if seed else "template-bare"
+        with _locked(HOME / f"{kind}-pg.lock"), \
+                _pg_locked(url, f"crmhub-tryton-{kind}", ADMIN_TIMEOUT + SEED_TIMEOUT):
+            stamp = _pg_stamp(url, name, key)
+            cached = stamp is not None
+            if stamp is None:
+                _drop_stale_templates(url, name)
+                stamp = _build_pg_template(url, name, key, bare, HOME / f"{kind}-pg-build.log")
+    _record_timings(stamp, cached, started)
     return name
 
 
-def _build_pg_template(name: str) -> None:
+def _drop_stale_templates(url: str, keep: str) -> None:
+    """Drop the other templates of ``keep``'s kind: killed builds, and finished ones of other
+    keys not built within PG_STALE_TEMPLATE_SECONDS. Runs under the advisory lock."""
+    prefix = keep[: -16]
+    rows = _pg(url, fetch="SELECT datname, shobj_description(oid, 'pg_database') "
+                          "FROM pg_database")
+    for name, comment in rows:
+        if not name.startswith(prefix) or name == keep:
+            continue
+        try:
+            built = int(json.loads(comment or "{}").get("built_epoch", 0))
+        except (ValueError, TypeError, AttributeError):
+            built = 0
+        if name.endswith("_build") or time.time() - built > PG_STALE_TEMPLATE_SECONDS:
+            _pg(url, f"DROP DATABASE IF EXISTS {_q(name)} WITH (FORCE)")
+
+
+def _build_pg_template(url: str, name: str, key: str, bare: str | None, log: Path
+                       ) -> dict[str, Any]:
     building = f"{name}_build"
-    _pg(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)',
-        f'CREATE DATABASE "{building}" ENCODING \'UTF8\' TEMPLATE template0')
+    _pg(url, f"DROP DATABASE IF EXISTS {_q(building)} WITH (FORCE)")
     staging = Path(tempfile.mkdtemp(prefix="crmhub-tryton-pg-build-"))
-    log = HOME / "template-pg-build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     try:
         started = time.monotonic()
         conf = staging / "trytond.conf"
-        _write_conf(conf, None)
-        passfile = staging / "admin.pass"
-        passfile.write_text(ADMIN_PASSWORD)
-        _run([venv_bin("trytond-admin"), "-c", conf, "-d", building, "--all",
-              "-u", *MODULES, "--activate-dependencies", "--email", ADMIN_EMAIL],
-             log, timeout=ADMIN_TIMEOUT, env=_child_env({"TRYTONPASSFILE": str(passfile)}),
-             cwd=staging)
-        admin_seconds = time.monotonic() - started
-        script, result = staging / "seed.py", staging / "seed.json"
-        script.write_text(SEED_SCRIPT)
-        _run([venv_bin("python"), script, conf, building, result], log,
-             timeout=SEED_TIMEOUT, cwd=staging)
-        stamp = {"name": name, "seeded": _read_json(result) or {},
-                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 "timings": {"admin_seconds": round(admin_seconds, 2),
-                             "build_seconds": round(time.monotonic() - started, 2)}}
+        _write_conf(conf, None, pg_url=url)
+        seeded: dict[str, Any] = {}
+        if bare is None:
+            _pg(url, f"CREATE DATABASE {_q(building)} ENCODING 'UTF8' TEMPLATE template0")
+            passfile = staging / "admin.pass"
+            passfile.write_text(ADMIN_PASSWORD)
+            admin: list[str | Path] = [venv_bin("trytond-admin"), "-c", conf, "-d", building]
+            env = _child_env({"TRYTONPASSFILE": str(passfile)})
+            # Two passes with ANALYZE between: a new database has template0's catalog
+            # statistics (not one foreign key), so the planner picks nested loops for
+            # trytond's information_schema queries and one of them takes 0.1-1.5 s per
+            # table. The catalog rows of a pass are uncommitted until it ends, so ANALYZE
+            # has to come between passes: ~65 s instead of ~90 s in one pass (2 cores).
+            _run([*admin, "-u", "ir", "res", "--email", ADMIN_EMAIL], log,
+                 timeout=ADMIN_TIMEOUT, env=env, cwd=staging)
+            _pg(url, *(f"ANALYZE pg_catalog.{table}" for table in PG_CATALOGS),
+                dbname=building)
+            _run([*admin, "-u", *MODULES, "--activate-dependencies", "--email", ADMIN_EMAIL],
+                 log, timeout=ADMIN_TIMEOUT, env=env, cwd=staging)
+            passfile.unlink()
+            admin_seconds = time.monotonic() - started
+        else:
+            bare_stamp = _pg_stamp(url, bare, _template_key(False)) or {}
+            admin_seconds = float(bare_stamp.get("timings", {}).get("admin_seconds", 0.0))
+            _pg_when_idle(url, f"CREATE DATABASE {_q(building)} TEMPLATE {_q(bare)}")
+            seeded = _run_seed(conf, building, staging, log)
+        # every copy inherits these statistics: plans as on a database in use
+        _pg(url, "ANALYZE", dbname=building)
+        stamp = _stamp(key, bare is not None, seeded, admin_seconds, started)
         comment = json.dumps(stamp).replace("'", "''")
-        _pg(f'ALTER DATABASE "{building}" RENAME TO "{name}"',
-            f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
+        _pg(url, f"COMMENT ON DATABASE {_q(building)} IS '{comment}'")
+        # Nobody can connect to a finished template (a session on it would make every
+        # CREATE DATABASE ... TEMPLATE fail); copies are created with connections allowed.
+        _pg_when_idle(url, f"ALTER DATABASE {_q(building)} RENAME TO {_q(name)}")
+        _pg(url, f"ALTER DATABASE {_q(name)} WITH ALLOW_CONNECTIONS false")
     except BaseException:
         with contextlib.suppress(RuntimeError):
-            _pg(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+            _pg(url, f"DROP DATABASE IF EXISTS {_q(building)} WITH (FORCE)")
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return stamp
 
 
-def _pg_run_database(template: str) -> str:
-    """A fresh copy of the template for one server; drops orphans of killed runs first."""
+def _pg_run_database(url: str, template: str) -> str:
+    """A fresh copy of the template for one server; drops orphans of killed runs first.
+
+    The name carries its creation time (epoch seconds) and the creating pid.
+    """
     now = int(time.time())
-    for old in _pg_databases(PG_RUN_PREFIX):
+    rows = _pg(url, fetch="SELECT d.datname, (SELECT count(*) FROM pg_stat_activity a "
+                          "WHERE a.datname = d.datname) FROM pg_database d")
+    for name, sessions in rows:
+        if not name.startswith(PG_RUN_PREFIX):
+            continue
         try:
-            born = int(old[len(PG_RUN_PREFIX):].split("_")[0])
+            age = now - int(name[len(PG_RUN_PREFIX):].split("_")[0])
         except ValueError:
             continue
-        if now - born > PG_ORPHAN_SECONDS:
-            _pg(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+        if age > PG_ABANDONED_SECONDS or (age > PG_ORPHAN_SECONDS and not sessions):
+            with contextlib.suppress(RuntimeError):  # another start may be dropping it too
+                _pg(url, f"DROP DATABASE IF EXISTS {_q(name)} WITH (FORCE)")
     name = f"{PG_RUN_PREFIX}{now}_{os.getpid()}_{os.urandom(3).hex()}"
-    deadline = time.monotonic() + 30
-    while True:  # CREATE ... TEMPLATE fails while anyone is connected to the template
-        try:
-            _pg(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-            return name
-        except RuntimeError as exc:
-            if "being accessed" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    _pg_when_idle(url, f"CREATE DATABASE {_q(name)} TEMPLATE {_q(template)}")
+    return name
+
+
+def pg_run_databases(pg_url: str | None = None) -> list[str]:
+    """The run databases on the server (this and other processes'): for tests and cleanup."""
+    rows = _pg(pg_admin_url(pg_url), fetch="SELECT datname FROM pg_database ORDER BY 1")
+    return [str(name) for name, in rows if str(name).startswith(PG_RUN_PREFIX)]
 
 
 @dataclass(frozen=True)
 class Prepared:
     venv: Path
-    template: Path
+    #: the SQLite template file, or the name of the PostgreSQL template database
+    template: Path | str
     timings: dict[str, float]
 
 
-def prepare(seed: bool = True) -> Prepared:
-    """ensure_venv() + ensure_template(seed), with the timings of this call."""
+def prepare(seed: bool = True, backend: str = "sqlite", pg_url: str | None = None
+            ) -> Prepared:
+    """ensure_venv() + the template of ``backend`` ("sqlite" or "postgresql"), with the
+    timings of this call and (``cold_*``) of the build that made the template."""
     started = time.monotonic()
     venv = ensure_venv()
     venv_timings = {k: v for k, v in TIMINGS.items() if k.startswith("venv_")}
-    template = ensure_template(seed)  # calls ensure_venv() again: cached by now
-    timings = {**TIMINGS, **venv_timings}
+    template: Path | str
+    if backend == "postgresql":
+        template = ensure_pg_template(seed, pg_url)
+    elif backend == "sqlite":
+        template = ensure_template(seed)
+    else:
+        raise RuntimeError(f"unknown sandbox backend {backend!r}")
+    timings = {**TIMINGS, **venv_timings}  # ensure_*_template re-ran ensure_venv (cached)
     timings["prepare_seconds"] = time.monotonic() - started
     return Prepared(venv=venv, template=template, timings=timings)
 
@@ -627,14 +806,18 @@ class TrytonServer:
     """A trytond on 127.0.0.1 serving a private copy of the template database.
 
     ``with TrytonServer() as erp: ...`` or ``start()`` / ``stop()``. After start: ``url``
-    (``http://127.0.0.1:PORT``), ``rpc_url`` (``url/crmhub/rpc/``), ``database``, ``user``,
-    ``password``, ``pid``, ``port``, ``directory`` (the temp dir), ``log_path``.
+    (``http://127.0.0.1:PORT``), ``rpc_url`` (``url/<database>/rpc/``), ``database``,
+    ``user``, ``password``, ``pid``, ``port``, ``directory`` (the temp dir), ``log_path``,
+    ``seeded`` (the ids the seed created).
     """
 
     seed: bool = True
-    #: "sqlite" (a copied file; sequential writes) or "postgresql" (a database copied from
-    #: the PostgreSQL template; for concurrency tests and benchmarks). PostgreSQL is seeded.
+    #: "sqlite" (a copied file; sequential writes) or "postgresql" (``CREATE DATABASE
+    #: crmhub_tryton_run_... TEMPLATE`` the PostgreSQL template, dropped by stop(); for
+    #: concurrency tests and benchmarks: SQLite loses concurrent writes).
     backend: str = "sqlite"
+    #: PostgreSQL admin url (backend "postgresql"); None: $CRMHUB_SANDBOX_PG or DEFAULT_PG_URL.
+    pg_url: str | None = None
     #: None: a free port is picked (retried if taken); after start() the port it listens on.
     port: int | None = None
     start_timeout: float = START_TIMEOUT
@@ -644,6 +827,7 @@ class TrytonServer:
     #: -v: warnings and errors in the log; 2: also every RPC call.
     verbose: int = 1
     keep_directory: bool = False
+    #: "crmhub" (SQLite), or after start() the run database's name (PostgreSQL).
     database: str = DATABASE
     user: str = ADMIN_USER
     password: str = ADMIN_PASSWORD
@@ -678,6 +862,13 @@ class TrytonServer:
             raise RuntimeError("the Tryton server is not started")
         return self.directory / "trytond.log"
 
+    @property
+    def seeded(self) -> dict[str, Any]:
+        """What the seed of this server's template created: ids by name, counts."""
+        info = template_info(self.seed, self.backend, self.pg_url)
+        seeded: dict[str, Any] = info.get("seeded", {})
+        return seeded
+
     # -- lifecycle
     def start(self) -> Self:
         if self._proc is not None:
@@ -690,7 +881,7 @@ class TrytonServer:
         if self.backend == "postgresql":
             db_dir = None
             try:
-                self.database = _pg_run_database(ensure_pg_template())
+                self.database = self._create_run_database()
             except BaseException:
                 self.stop()
                 raise
@@ -722,11 +913,22 @@ class TrytonServer:
         self.start_seconds = time.monotonic() - started
         return self
 
+    def _create_run_database(self) -> str:
+        url = pg_admin_url(self.pg_url)
+        try:
+            return _pg_run_database(url, ensure_pg_template(self.seed, url))
+        except RuntimeError as exc:
+            # a builder of another key may have dropped the template since we checked it
+            if "does not exist" not in str(exc):
+                raise
+            return _pg_run_database(url, ensure_pg_template(self.seed, url))
+
     def _spawn(self, db_dir: Path | None, port: int, last_attempt: bool) -> bool:
         """Start trytond on ``port`` and wait for a login; False if the port was taken."""
         assert self.directory is not None
         conf = self.directory / "trytond.conf"
-        _write_conf(conf, db_dir, port, session=f"timeout = {self.session_timeout}")
+        _write_conf(conf, db_dir, port, pg_url=self.pg_url,
+                    session=f"timeout = {self.session_timeout}")
         cmd: list[str | Path] = [venv_bin("trytond"), "-c", conf, "-d", self.database]
         if self.verbose:
             cmd.append("-" + "v" * self.verbose)
@@ -783,8 +985,10 @@ class TrytonServer:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
         if self.backend == "postgresql" and self.database.startswith(PG_RUN_PREFIX):
+            # a failed drop leaves an orphan that a later start drops (PG_ORPHAN_SECONDS)
             with contextlib.suppress(RuntimeError):
-                _pg(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+                _pg(pg_admin_url(self.pg_url),
+                    f"DROP DATABASE IF EXISTS {_q(self.database)} WITH (FORCE)")
             self.database = DATABASE
 
     def halt(self) -> None:
@@ -841,20 +1045,23 @@ from trytond.modules.account_invoice.tests.tools import (  # noqa: E402
 from trytond.modules.company.tests.tools import create_company, get_company  # noqa: E402
 
 Currency = Model.get('currency.currency')
-Rate = Model.get('currency.currency.rate')
-eur, = Currency.find([('code', '=', 'EUR')]) or [None]
-if eur is None:
-    eur = Currency(name='Euro', code='EUR', symbol='€', rounding=Decimal('0.01'))
-    eur.save()
-    Rate(currency=eur, date=dt.date.min, rate=Decimal('1')).save()
+# Rates are per unit of the company currency (EUR 1): 1 EUR = 1.08 USD. Dated 0001-01-01
+# so that sales and invoices of any date convert.
+currencies = {}
+for code, name, symbol, rate in (('EUR', 'Euro', '€', '1'),
+                                 ('USD', 'US Dollar', '$', '1.08')):
+    currency = Currency(name=name, code=code, symbol=symbol, rounding=Decimal('0.01'))
+    currency.rates.new(date=dt.date.min, rate=Decimal(rate))
+    currency.save()
+    currencies[code] = currency
+eur = currencies['EUR']
 
+# All ISO 3166-1 countries in one create (addresses need them); no subdivisions.
 import pycountry  # noqa: E402
 
 Country = Model.get('country.country')
-known = {c.code for c in Country.find([])}
-countries = [Country(name=c.name, code=c.alpha_2, code3=c.alpha_3, code_numeric=c.numeric)
-    for c in pycountry.countries if c.alpha_2 not in known]
-Country.save(countries)
+Country.save([Country(name=c.name, code=c.alpha_2, code3=c.alpha_3, code_numeric=c.numeric)
+    for c in pycountry.countries])
 
 Party = Model.get('party.party')
 company_party = Party(name='crmhub Sandbox GmbH')
@@ -882,6 +1089,15 @@ for rate, name in ((Decimal('0.19'), 'VAT 19%'), (Decimal('0.07'), 'VAT 7%')):
 
 payment_term = create_payment_term()
 payment_term.save()
+
+# Parties created over raw RPC have no accounts or payment term of their own: invoices use
+# the company defaults. create_chart set the receivable/payable ones; add the payment term.
+AccountConfiguration = Model.get('account.configuration')
+account_configuration = AccountConfiguration(1)
+account_configuration.default_customer_payment_term = payment_term
+account_configuration.save()
+assert account_configuration.default_account_receivable == accounts['receivable']
+assert account_configuration.default_account_payable == accounts['payable']
 
 Journal = Model.get('account.journal')
 cash_journal, = Journal.find([('type', '=', 'cash')], limit=1)
@@ -960,6 +1176,9 @@ result.update({
     'company': company.id,
     'company_party': company_party.id,
     'currency': eur.id,
+    'currencies': {code: c.id for code, c in currencies.items()},
+    'receivable_account': accounts['receivable'].id,
+    'payable_account': accounts['payable'].id,
     'fiscalyears': fiscalyears,
     'taxes': {name: tax.id for name, tax in taxes.items()},
     'payment_term': payment_term.id,
@@ -984,23 +1203,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="build the venv and the template database")
-    prep.add_argument("--bare", action="store_true", help="template without seed data")
-    prep.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     serve = sub.add_parser("serve", help="start a server and print how to reach it")
-    serve.add_argument("--bare", action="store_true", help="serve the unseeded template")
+    for command in (prep, serve):
+        command.add_argument("--bare", action="store_true", help="template without seed data")
+        command.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+        command.add_argument("--pg-url", default=None,
+                             help=f"PostgreSQL admin url (default $CRMHUB_SANDBOX_PG or "
+                                  f"{DEFAULT_PG_URL})")
     serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
-            result = prepare(seed=not args.bare)
-            if args.backend == "postgresql":
-                print(f"postgres: {ensure_pg_template()}")
-                result.timings.update(TIMINGS)
-            print(f"venv:     {result.venv}")
-            print(f"template: {result.template}")
-            for name, value in sorted(result.timings.items()):
-                print(f"{name:22} {value:8.2f}")
+            result = prepare(seed=not args.bare, backend=args.backend, pg_url=args.pg_url)
+            t = result.timings
+            state = "cached (warm)" if t.get("template_cached") else "built now (cold)"
+            print(f"venv:     {result.venv}  ({t.get('venv_seconds', 0.0):.2f} s, "
+                  f"{'cached' if t.get('venv_cached') else 'installed now'})")
+            print(f"template: {result.template}  ({args.backend}, {state})")
+            print(f"this call:  {t['prepare_seconds']:8.2f} s")
+            print(f"cold build: trytond-admin {t.get('cold_admin_seconds', 0.0):.2f} s + seed "
+                  f"{t.get('cold_seed_seconds', 0.0):.2f} s (last build step "
+                  f"{t.get('cold_build_seconds', 0.0):.2f} s)")
             return 0
         def on_sigterm(signum: int, frame: object) -> None:
             raise KeyboardInterrupt  # trytond runs in its own process group: stop it ourselves
@@ -1008,7 +1231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, on_sigterm)
         # a shell's background job inherits SIGINT as ignored; make Ctrl-C / kill -INT work
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        server = TrytonServer(seed=not args.bare, port=args.port, backend=args.backend)
+        server = TrytonServer(seed=not args.bare, port=args.port, backend=args.backend,
+                              pg_url=args.pg_url)
         server.start()
         try:
             print(f"url:      {server.url}")

@@ -1,8 +1,9 @@
 """The Tryton sandbox is a real Tryton 8.0: JSON-RPC login, seeded company, taxes and stock.
 
-The first run builds the cached venv (~15 s) and the template database (~40 s) under .sandbox/;
-later runs only copy the template and start trytond (~2 s). A sandbox that cannot be built or
-started fails the tests with the reason; nothing skips.
+The first run builds the cached venv (~15 s) and the SQLite template (~40 s) under .sandbox/,
+and the PostgreSQL templates (~75 s) on the server of $CRMHUB_SANDBOX_PG (default
+postgres@127.0.0.1:5432); later runs only copy a template and start trytond (~2-3 s). A sandbox
+that cannot be built or started fails the tests with the reason; nothing skips.
 """
 
 from __future__ import annotations
@@ -12,14 +13,26 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
-from crmhub.sandbox.tryton import SEED_PRODUCTS, TrytonServer, prepare
+from crmhub.sandbox.tryton import (
+    PG_ORPHAN_SECONDS,
+    PG_RUN_PREFIX,
+    SEED_PRODUCTS,
+    SEED_VERSION,
+    TrytonServer,
+    pg_admin_url,
+    pg_template_name,
+    prepare,
+    template_info,
+)
 
 
 def _decode(obj: dict[str, Any]) -> Any:
@@ -217,3 +230,167 @@ def test_each_server_gets_its_own_copy_and_stops_by_pid(tryton: TrytonServer, rp
         time.sleep(0.05)
     else:
         pytest.fail(f"trytond pid {pid} still alive after stop()")
+
+
+# --------------------------------------------------------------------------- seed contents
+
+
+def test_seed_has_all_countries_and_usd_with_a_rate(rpc: Rpc) -> None:
+    countries = rpc.call("model.country.country.search_count", [], 0, None, rpc.context)
+    assert countries > 200
+    germany = rpc.search_read("country.country", [("code", "=", "DE")],
+                              ["name", "code3", "code_numeric"])
+    assert germany == [{"id": germany[0]["id"], "name": "Germany", "code3": "DEU",
+                        "code_numeric": "276"}]
+    usd = rpc.search_read("currency.currency", [("code", "=", "USD")], ["rate", "symbol"])
+    assert len(usd) == 1 and usd[0]["rate"] == Decimal("1.08")
+    seeded = template_info()["seeded"]
+    assert seeded["countries"] == countries
+    assert seeded["currencies"] == {"EUR": seeded["currency"], "USD": usd[0]["id"]}
+
+
+def test_sale_for_a_party_made_over_raw_rpc_confirms_into_invoice_and_shipment(
+        tryton: TrytonServer, rpc: Rpc) -> None:
+    """No on_change runs over raw RPC: the party gets no accounts or payment term of its own,
+    the company defaults apply, and confirming creates both documents synchronously."""
+    ctx = rpc.context
+    [germany] = rpc.call("model.country.country.search", [("code", "=", "DE")], 0, 1, None, ctx)
+    [party] = rpc.call("model.party.party.create", [{
+        "name": "Raw RPC customer",
+        "addresses": [["create", [{"street": "Hauptstr. 1", "postal_code": "10115",
+                                   "city": "Berlin", "country": germany}]]],
+    }], ctx)
+    [address] = rpc.call("model.party.party.read", [party], ["addresses"], ctx)[0]["addresses"]
+    [widget] = rpc.search_read("product.product", [("code", "=", "WIDGET")],
+                               ["default_uom", "template.account_category.customer_taxes"])
+    seeded = tryton.seeded
+    [sale] = rpc.call("model.sale.sale.create", [{
+        "party": party, "invoice_address": address, "shipment_address": address,
+        "currency": seeded["currencies"]["USD"],
+        "lines": [["create", [{
+            "type": "line", "product": widget["id"], "quantity": 2.0,
+            "unit": widget["default_uom"], "description": "Widget",
+            "unit_price": {"__class__": "Decimal", "decimal": "13.50"},
+            "taxes": [["add", widget["template."]["account_category."]["customer_taxes"]]],
+        }]]],
+    }], ctx)
+    rpc.call("model.sale.sale.quote", [sale], ctx)
+    rpc.call("model.sale.sale.confirm", [sale], ctx)
+    [done] = rpc.call("model.sale.sale.read", [sale],
+                      ["state", "payment_term", "invoices", "shipments"], ctx)
+    assert done["state"] == "processing"
+    assert done["payment_term"] == seeded["payment_term"]
+    [invoice] = rpc.call("model.account.invoice.read", done["invoices"],
+                         ["state", "account", "total_amount", "currency"], ctx)
+    assert invoice["state"] == "draft"
+    assert invoice["account"] == seeded["receivable_account"]
+    assert invoice["currency"] == seeded["currencies"]["USD"]
+    assert invoice["total_amount"] == Decimal("32.13")  # 2 x 13.50 + 19 % VAT
+    [shipment] = rpc.call("model.stock.shipment.out.read", done["shipments"], ["state"], ctx)
+    assert shipment["state"] == "waiting"
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_database_names() -> set[str]:
+    try:
+        with psycopg.connect(pg_admin_url(), autocommit=True, connect_timeout=10) as conn:
+            return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL at {pg_admin_url()} is not reachable: {exc}", pytrace=False)
+
+
+def _start(server: TrytonServer) -> TrytonServer:
+    try:
+        return server.start()
+    except Exception as exc:
+        pytest.fail(f"cannot start the PostgreSQL-backed Tryton sandbox: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def pg_tryton() -> Iterator[TrytonServer]:
+    """A PostgreSQL-backed sandbox (the first run builds the PostgreSQL template)."""
+    try:
+        prepared = prepare(backend="postgresql")
+    except Exception as exc:
+        pytest.fail(f"cannot build the PostgreSQL Tryton template: {exc}", pytrace=False)
+    timings = {k: round(v, 2) for k, v in prepared.timings.items()}
+    server = _start(TrytonServer(backend="postgresql"))
+    print(f"\n[tryton postgresql] prepare {timings}; server start {server.start_seconds:.2f} s")
+    yield server
+    server.stop()
+
+
+def test_postgresql_server_runs_on_its_own_copy_of_the_seeded_template(
+        pg_tryton: TrytonServer) -> None:
+    template = template_info(backend="postgresql")
+    assert template["seed_version"] == SEED_VERSION
+    assert pg_tryton.database.startswith(PG_RUN_PREFIX)
+    assert pg_tryton.rpc_url.endswith(f"/{pg_tryton.database}/rpc/")
+    assert {pg_tryton.database, pg_template_name()} <= _pg_database_names()
+    client = Rpc(pg_tryton)
+    try:
+        client.login()
+        products = client.search_read("product.product", [("code", "in", list(SEED_PRODUCTS))],
+                                      ["code"])
+        assert {p["code"] for p in products} == set(SEED_PRODUCTS)
+        countries = client.call("model.country.country.search_count", [], 0, None,
+                                client.context)
+        assert countries > 200
+        usd = client.search_read("currency.currency", [("code", "=", "USD")], ["rate"])
+        assert usd[0]["rate"] == Decimal("1.08")
+        assert pg_tryton.seeded == template["seeded"]
+        assert pg_tryton.seeded["currencies"]["USD"] == usd[0]["id"]
+    finally:
+        client.close()
+
+
+def test_postgresql_servers_started_at_once_get_separate_databases_dropped_on_stop(
+        pg_tryton: TrytonServer) -> None:
+    servers = [TrytonServer(backend="postgresql") for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            started = list(pool.map(_start, servers))
+        names = [s.database for s in started]
+        assert len(set(names)) == 2 and pg_tryton.database not in names
+        assert set(names) <= _pg_database_names()
+        client = Rpc(started[0])
+        try:
+            client.login()
+            client.call("model.party.party.create", [{"name": "Only in the first run"}],
+                        client.context)
+        finally:
+            client.close()
+        other = Rpc(started[1])
+        try:
+            other.login()
+            assert not other.search_read("party.party",
+                                         [("name", "=", "Only in the first run")], ["id"])
+        finally:
+            other.close()
+    finally:
+        for server in servers:
+            server.stop()
+    assert not set(names) & _pg_database_names()
+    assert all(s.database == "crmhub" for s in servers)
+
+
+def test_orphaned_run_databases_are_dropped_when_a_server_starts(
+        pg_tryton: TrytonServer) -> None:
+    now = int(time.time())
+    orphan = f"{PG_RUN_PREFIX}{now - PG_ORPHAN_SECONDS - 60}_1_0rphan"
+    recent = f"{PG_RUN_PREFIX}{now - 60}_1_recent"
+    with psycopg.connect(pg_admin_url(), autocommit=True, connect_timeout=10) as conn:
+        for name in (orphan, recent):
+            conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        server = _start(TrytonServer(backend="postgresql"))
+        server.stop()
+        names = _pg_database_names()
+        assert orphan not in names  # old and nobody connected: a killed run's
+        assert recent in names  # may belong to a run in progress elsewhere
+    finally:
+        with psycopg.connect(pg_admin_url(), autocommit=True, connect_timeout=10) as conn:
+            for name in (orphan, recent):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
