@@ -14,8 +14,8 @@ from connectors.tryton.settings import TrytonSettings
 from crmhub.sandbox.tryton import TrytonServer
 
 
-@pytest.fixture(scope="session")
-def tryton_server() -> Iterator[TrytonServer]:
+def started() -> Iterator[TrytonServer]:
+    """A started sandbox Tryton, stopped afterwards; a failed start fails the test."""
     server = TrytonServer()
     try:
         server.start()
@@ -23,6 +23,11 @@ def tryton_server() -> Iterator[TrytonServer]:
         pytest.fail(f"the Tryton sandbox did not start: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tryton_server() -> Iterator[TrytonServer]:
+    yield from started()
 
 
 @pytest.fixture
@@ -34,13 +39,7 @@ def tryton_settings(tryton_server: TrytonServer) -> TrytonSettings:
 def own_tryton() -> Iterator[TrytonServer]:
     """A Tryton of the test's own: for tests that stop it, or need an empty invoice history
     (Tryton numbers invoices in date order, so a back-dated invoice needs one)."""
-    server = TrytonServer()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(f"the Tryton sandbox did not start: {exc}")
-    yield server
-    server.stop()
+    yield from started()
 
 
 def settings_for(server: TrytonServer) -> TrytonSettings:

@@ -79,6 +79,17 @@ async def events_of(hub: Hub, topic: str, count: int, timeout: float = 3.0) -> l
                                                            timeout=timeout)]
 
 
+async def won_and_invoiced(hub: Hub, erp: TrytonClient, customer: str,
+                           order: str) -> tuple[int, int]:
+    """Publish a customer and a won order; wait for the sale; return it and its invoice."""
+    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event(customer))
+    await publish(hub.bootstrap_servers, topics.ORDER, order_event(order, customer))
+    sale_id = int(await eventually(lambda: hub.store.external_id("order", order, "tryton"),
+                                   message="order placed", timeout=60))
+    [invoice_id] = await tryton_ops.sale_invoices(erp, sale_id)
+    return sale_id, invoice_id
+
+
 @pytest.fixture
 async def erp(tryton_settings: TrytonSettings) -> Any:
     client = TrytonClient(tryton_settings)
@@ -160,11 +171,7 @@ async def test_invoice_payments_and_shipment_in_tryton_arrive_once_each(
     hub = await make_hub(erp_flows(tryton_settings), erp_feeds(tryton_settings),
                          poll_interval_seconds=0.5, poll_overlap_seconds=30)
     customer, order = unique("C"), unique("O")
-    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event(customer))
-    await publish(hub.bootstrap_servers, topics.ORDER, order_event(order, customer))
-    sale_id = int(await eventually(lambda: hub.store.external_id("order", order, "tryton"),
-                                   message="order placed", timeout=60))
-    [invoice_id] = await tryton_ops.sale_invoices(erp, sale_id)
+    sale_id, invoice_id = await won_and_invoiced(hub, erp, customer, order)
     await tryton_ops.post_invoice(erp, invoice_id)
     method = template_info()["seeded"]["payment_method"]
     await tryton_ops.pay_invoice(erp, invoice_id, Decimal("30.00"), method)
@@ -218,11 +225,7 @@ async def test_overdue_invoice_is_reported_once(make_hub: HubFactory,
     hub = await make_hub(erp_flows(tryton_settings), erp_feeds(tryton_settings)[1:2],
                          poll_interval_seconds=0.5)
     customer, order = unique("C"), unique("O")
-    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event(customer))
-    await publish(hub.bootstrap_servers, topics.ORDER, order_event(order, customer))
-    sale_id = int(await eventually(lambda: hub.store.external_id("order", order, "tryton"),
-                                   message="order placed", timeout=60))
-    [invoice_id] = await tryton_ops.sale_invoices(erp, sale_id)
+    sale_id, invoice_id = await won_and_invoiced(hub, erp, customer, order)
     yesterday = date.today() - timedelta(days=1)
     await tryton_ops.post_invoice(erp, invoice_id, invoice_date=yesterday, due_date=yesterday)
     await eventually(lambda: hub.metrics.succeeded.labels("erp_payments")._value.get() >= 1,
