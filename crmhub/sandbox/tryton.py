@@ -25,7 +25,6 @@ import argparse
 import atexit
 import base64
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import http.client
@@ -49,9 +48,20 @@ from types import TracebackType
 from typing import Any, Self
 
 from crmhub.embedded import free_port
+from crmhub.sandbox.common import (
+    SANDBOX_ROOT,
+    Venv,
+    child_env,
+    failure,
+    kill_group,
+    locked,
+    read_json,
+    run,
+    spawn,
+    tail,
+    write_json,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SANDBOX_ROOT = Path(os.environ.get("CRMHUB_SANDBOX_DIR") or REPO_ROOT / ".sandbox")
 SERIES = "8.0"
 HOME = SANDBOX_ROOT / f"tryton-{SERIES}"
 
@@ -85,18 +95,17 @@ ADMIN_TIMEOUT = 600.0
 SEED_TIMEOUT = 300.0
 START_TIMEOUT = 60.0
 STOP_GRACE = 5.0
-LOG_TAIL_LINES = 40
 
 #: Timings of the last ensure_venv / ensure_template calls in this process (seconds).
 TIMINGS: dict[str, float] = {}
 
 
 def venv_dir() -> Path:
-    return HOME / "venv"
+    return VENV.path
 
 
 def venv_bin(name: str) -> Path:
-    return venv_dir() / "bin" / name
+    return VENV.bin(name)
 
 
 def template_dir(seed: bool = True) -> Path:
@@ -107,201 +116,24 @@ def template_db(seed: bool = True) -> Path:
     return template_dir(seed) / f"{DATABASE}.sqlite"
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- venv
 
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log at {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _failure(cmd: Sequence[str | Path], code: int | None, log: Path, why: str = "") -> str:
-    shown = " ".join(str(part) for part in cmd)
-    status = "was killed" if code is None else f"exited with code {code}"
-    reason = f" ({why})" if why else ""
-    return f"`{shown}` {status}{reason}; last lines of {log}:\n{_tail(log)}"
+VENV = Venv(HOME / "venv", REQUIREMENTS, MIN_PYTHON, "the Tryton sandbox", ("trytond",),
+            INSTALL_TIMEOUT, TIMINGS)
 
 
 def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The caller's environment without TRYTOND_* (they override the config file), plus TZ=UTC."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRYTOND_")}
-    env.pop("TRYTONPASSFILE", None)
-    env.pop("PYTHONPATH", None)
-    env["TZ"] = "UTC"
-    env.update(extra or {})
-    return env
-
-
-def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the child's process group (it leads its own), SIGKILL after ``grace`` seconds."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _run(
-    cmd: Sequence[str | Path],
-    log: Path,
-    timeout: float,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-) -> None:
-    """Run ``cmd`` to completion, output appended to ``log``; RuntimeError on failure/timeout."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        out.write(f"\n$ {' '.join(str(p) for p in cmd)}\n".encode())
-        out.flush()
-        try:
-            proc = subprocess.Popen(
-                [str(p) for p in cmd],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else _child_env(),
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise RuntimeError(f"cannot run `{cmd[0]}`: {exc}") from exc
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc, grace=2.0)
-            why = f"timed out after {timeout:.0f} s"
-            raise RuntimeError(_failure(cmd, None, log, why)) from None
-        except BaseException:
-            _kill_group(proc, grace=2.0)
-            raise
-    if code != 0:
-        raise RuntimeError(_failure(cmd, code, log))
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (flock) so two processes never build the same thing at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
-# --------------------------------------------------------------------------- venv
-
-
-def _find_python() -> str:
-    """The real path of a Python >= 3.11: $CRMHUB_SANDBOX_PYTHON, python3 on PATH, or this one."""
-    candidates = [os.environ.get("CRMHUB_SANDBOX_PYTHON"), shutil.which("python3"), sys.executable]
-    probe = (
-        "import sys; print(sys.executable if sys.version_info >= "
-        f"{MIN_PYTHON!r} else '')"
-    )
-    for candidate in candidates:
-        if not candidate:
-            continue
-        try:
-            out = subprocess.run(
-                [candidate, "-c", probe], capture_output=True, text=True, timeout=30, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if out:
-            return out
-    raise RuntimeError(
-        f"no Python >= {'.'.join(map(str, MIN_PYTHON))} found for the Tryton sandbox "
-        "(tried $CRMHUB_SANDBOX_PYTHON, python3 on PATH and the running interpreter)"
-    )
-
-
-def _venv_stamp_path() -> Path:
-    return venv_dir() / ".crmhub-stamp.json"
+    return child_env(extra, drop_prefixes=("TRYTOND_", "TRYTONPASSFILE"))
 
 
 def _venv_stamp() -> dict[str, Any] | None:
-    stamp = _read_json(_venv_stamp_path())
-    if stamp is None or stamp.get("requirements") != list(REQUIREMENTS):
-        return None
-    if not venv_bin("python").exists() or not venv_bin("trytond").exists():
-        return None
-    return stamp
+    return VENV.stamp()
 
 
 def ensure_venv() -> Path:
-    """Create ``.sandbox/tryton-8.0/venv`` with the pinned requirements (once); return its path.
-
-    The stamp file holds the requirement list (and what pip resolved): a changed list wipes
-    the venv and installs again. When cached this only reads the stamp.
-    """
-    started = time.monotonic()
-    if _venv_stamp() is not None:
-        TIMINGS["venv_seconds"] = time.monotonic() - started
-        TIMINGS["venv_cached"] = 1.0
-        return venv_dir()
-    with _locked(HOME / "venv.lock"):
-        if _venv_stamp() is None:
-            _install_venv()
-            TIMINGS["venv_cached"] = 0.0
-        else:  # another process built it while we waited for the lock
-            TIMINGS["venv_cached"] = 1.0
-    TIMINGS["venv_seconds"] = time.monotonic() - started
-    return venv_dir()
-
-
-def _install_venv() -> None:
-    target = venv_dir()
-    log = HOME / "venv-install.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("")
-    if target.exists():
-        shutil.rmtree(target)
-    python = _find_python()
-    try:
-        _run([python, "-m", "venv", target], log, timeout=120)
-        _run(
-            [
-                target / "bin" / "python", "-m", "pip", "install",
-                "--disable-pip-version-check", "--no-input", "--quiet", *REQUIREMENTS,
-            ],
-            log,
-            timeout=INSTALL_TIMEOUT,
-        )
-        freeze = subprocess.run(
-            [str(target / "bin" / "python"), "-m", "pip", "freeze", "--disable-pip-version-check"],
-            capture_output=True, text=True, timeout=60, check=True, env=_child_env(),
-        ).stdout.split()
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)  # never leave a half venv that looks usable
-        raise
-    _write_json(
-        _venv_stamp_path(),
-        {"requirements": list(REQUIREMENTS), "python": python, "freeze": sorted(freeze)},
-    )
+    """Create ``.sandbox/tryton-8.0/venv`` with the pinned requirements (once); return its path."""
+    return VENV.ensure()
 
 
 # --------------------------------------------------------------------------- template
@@ -325,7 +157,7 @@ def _template_key(seed: bool) -> str:
 
 
 def _template_ok(seed: bool, key: str) -> dict[str, Any] | None:
-    stamp = _read_json(template_dir(seed) / "stamp.json")
+    stamp = read_json(template_dir(seed) / "stamp.json")
     if stamp is None or stamp.get("key") != key or not template_db(seed).exists():
         return None
     return stamp
@@ -370,7 +202,7 @@ def ensure_template(seed: bool = True) -> Path:
     if stamp is None:
         if seed:
             ensure_template(False)
-        with _locked(HOME / f"{template_dir(seed).name}.lock"):
+        with locked(HOME / f"{template_dir(seed).name}.lock"):
             stamp = _template_ok(seed, key)
             cached = stamp is not None  # another process built it while we waited
             if stamp is None:
@@ -404,7 +236,7 @@ def _build_template(seed: bool, key: str) -> dict[str, Any]:
             db_file.touch()  # trytond-admin needs the file to exist
             passfile = staging / "admin.pass"
             passfile.write_text(ADMIN_PASSWORD)
-            _run(
+            run(
                 [
                     venv_bin("trytond-admin"), "-c", conf, "-d", DATABASE, "--all",
                     "-u", *MODULES, "--activate-dependencies", "--email", ADMIN_EMAIL,
@@ -418,7 +250,7 @@ def _build_template(seed: bool, key: str) -> dict[str, Any]:
             admin_seconds = time.monotonic() - started
         stamp = _stamp(key, seed, seeded, admin_seconds, started)
         conf.unlink()
-        _write_json(staging / "stamp.json", stamp)
+        write_json(staging / "stamp.json", stamp)
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
@@ -432,12 +264,12 @@ def _run_seed(conf: Path, database: str, staging: Path, log: Path) -> dict[str, 
     started = time.monotonic()
     script, result = staging / "seed.py", staging / "seed.json"
     script.write_text(SEED_SCRIPT)
-    _run([venv_bin("python"), script, conf, database, result], log, timeout=SEED_TIMEOUT,
+    run([venv_bin("python"), script, conf, database, result], log, timeout=SEED_TIMEOUT,
          cwd=staging)
-    seeded = _read_json(result)
+    seeded = read_json(result)
     if seeded is None:
         raise RuntimeError(f"the seed script wrote no result to {result}; last lines of "
-                           f"{log}:\n{_tail(log)}")
+                           f"{log}:\n{tail(log)}")
     script.unlink()
     result.unlink()
     seeded["_seconds"] = round(time.monotonic() - started, 2)
@@ -477,7 +309,7 @@ def template_info(seed: bool = True, backend: str = "sqlite",
         ensure_venv()  # the template's name comes from what pip resolved
         key = _template_key(seed)
         return _pg_stamp(pg_admin_url(pg_url), _pg_template_name(seed, key), key) or {}
-    return _read_json(template_dir(seed) / "stamp.json") or {}
+    return read_json(template_dir(seed) / "stamp.json") or {}
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -623,7 +455,7 @@ def ensure_pg_template(seed: bool = True, pg_url: str | None = None) -> str:
     if stamp is None:
         bare = ensure_pg_template(False, url) if seed else None
         kind = "template" if seed else "template-bare"
-        with _locked(HOME / f"{kind}-pg.lock"), \
+        with locked(HOME / f"{kind}-pg.lock"), \
                 _pg_locked(url, f"crmhub-tryton-{kind}", ADMIN_TIMEOUT + SEED_TIMEOUT):
             stamp = _pg_stamp(url, name, key)
             cached = stamp is not None
@@ -674,11 +506,11 @@ def _build_pg_template(url: str, name: str, key: str, bare: str | None, log: Pat
             # trytond's information_schema queries and one of them takes 0.1-1.5 s per
             # table. The catalog rows of a pass are uncommitted until it ends, so ANALYZE
             # has to come between passes: ~65 s instead of ~90 s in one pass (2 cores).
-            _run([*admin, "-u", "ir", "res", "--email", ADMIN_EMAIL], log,
+            run([*admin, "-u", "ir", "res", "--email", ADMIN_EMAIL], log,
                  timeout=ADMIN_TIMEOUT, env=env, cwd=staging)
             _pg(url, *(f"ANALYZE pg_catalog.{table}" for table in PG_CATALOGS),
                 dbname=building)
-            _run([*admin, "-u", *MODULES, "--activate-dependencies", "--email", ADMIN_EMAIL],
+            run([*admin, "-u", *MODULES, "--activate-dependencies", "--email", ADMIN_EMAIL],
                  log, timeout=ADMIN_TIMEOUT, env=env, cwd=staging)
             passfile.unlink()
             admin_seconds = time.monotonic() - started
@@ -933,27 +765,17 @@ class TrytonServer:
         if self.verbose:
             cmd.append("-" + "v" * self.verbose)
         log = self.log_path
-        with log.open("ab") as out:
-            out.write(f"$ {' '.join(map(str, cmd))}\n".encode())
-            out.flush()
-            self._proc = subprocess.Popen(
-                [str(p) for p in cmd],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=_child_env(),
-                cwd=self.directory,
-                start_new_session=True,  # its own process group: stop() kills it whole
-            )
+        with log.open("ab") as out:  # its own process group: stop() kills it whole
+            self._proc = spawn(cmd, out, _child_env(), cwd=self.directory)
         deadline = time.monotonic() + self.start_timeout
         url = f"http://127.0.0.1:{port}/{self.database}/rpc/"
         while True:
             code = self._proc.poll()
             if code is not None:
                 self._proc = None
-                if not last_attempt and "Address already in use" in _tail(log):
+                if not last_attempt and "Address already in use" in tail(log):
                     return False
-                raise RuntimeError(_failure(cmd, code, log, "trytond stopped during start-up"))
+                raise RuntimeError(failure(cmd, code, log, "trytond stopped during start-up"))
             try:
                 result = rpc_call(
                     url, "common.db.login",
@@ -962,14 +784,14 @@ class TrytonServer:
             except (urllib.error.URLError, http.client.HTTPException, OSError):
                 result = None
             except RPCError as exc:
-                _kill_group(self._proc, self.stop_grace)
-                raise RuntimeError(_failure(cmd, self._proc.returncode, log,
+                kill_group(self._proc, self.stop_grace)
+                raise RuntimeError(failure(cmd, self._proc.returncode, log,
                                             f"login refused: {exc}")) from exc
             if result:
                 return True
             if time.monotonic() > deadline:
-                _kill_group(self._proc, self.stop_grace)
-                raise RuntimeError(_failure(
+                kill_group(self._proc, self.stop_grace)
+                raise RuntimeError(failure(
                     cmd, self._proc.returncode, log,
                     f"no answer on {url} within {self.start_timeout:.1f} s",
                 ))
@@ -980,7 +802,7 @@ class TrytonServer:
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
         if proc is not None:
-            _kill_group(proc, self.stop_grace)
+            kill_group(proc, self.stop_grace)
         if self.directory is not None and not self.keep_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
@@ -995,7 +817,7 @@ class TrytonServer:
         """Stop the server process but keep its database and port: an ERP outage."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            _kill_group(proc, self.stop_grace)
+            kill_group(proc, self.stop_grace)
 
     def resume(self) -> None:
         """Start the halted server again on the same port with the same database."""
@@ -1245,7 +1067,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("Ctrl-C to stop", flush=True)
             while server.running:
                 time.sleep(0.5)
-            print(f"trytond exited; last lines of {server.log_path}:\n{_tail(server.log_path)}")
+            print(f"trytond exited; last lines of {server.log_path}:\n{tail(server.log_path)}")
             return 1
         except KeyboardInterrupt:
             return 0
