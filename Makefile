@@ -27,9 +27,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Every benchmark case in one run; N sizes the peak-rate input (docs/performance.md).
 bench: $(STAMP)
-	$(PY) -m benchmarks.step_throughput
-	$(PY) -m benchmarks.tryton_orders
+	$(PY) -m benchmarks.run $(if $(N),--events $(N),)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
