@@ -18,7 +18,22 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event, exists, func, or_, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy import delete as core_delete
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, create_engine, delete, select
 
@@ -75,6 +90,37 @@ class Bind:
     version: str | None = None
 
 
+def _xref_values(bind: Bind) -> dict[str, Any]:
+    """The xref columns a bind writes besides its key. None keeps what the row has, so a
+    new optional Bind field (e.g. a content hash for `last_hash`) is one more line here."""
+    return {"external_id": bind.external_id, "last_version": bind.version}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One message's result as the step records it: `done` (with its binds; clears the
+    event's parked row) or `skipped` (stale, with the reason)."""
+
+    flow: str
+    event_id: str
+    entity: str
+    entity_id: str
+    status: str
+    binds: tuple[Bind, ...] = ()
+    attempts: int = 1
+    error: str | None = None
+
+
+_XREF_COLUMNS = tuple(_xref_values(Bind("", "", "", "")))
+_LEDGER: Table = Ledger.__table__  # type: ignore[attr-defined]
+_XREF: Table = Xref.__table__  # type: ignore[attr-defined]
+_PARKED: Table = Parked.__table__  # type: ignore[attr-defined]
+_EXTERNAL_ID = core_select(_XREF.c.external_id).where(
+    _XREF.c.system == bindparam("system"), _XREF.c.entity == bindparam("entity"),
+    _XREF.c.canonical_id == bindparam("canonical_id"))
+_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
+
+
 class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
@@ -129,6 +175,19 @@ class Store:
                 raise TransientError(f"state store unavailable: {exc.orig}",
                                      system="state") from exc
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in one transaction, with session()'s error translation."""
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except IntegrityError as exc:
+            raise TransientError(f"concurrent write in the state store: {exc.orig}",
+                                 system="state") from exc
+        except OperationalError as exc:
+            raise TransientError(f"state store unavailable: {exc.orig}",
+                                 system="state") from exc
+
     # -- ledger --------------------------------------------------------------------------------
     def ledger_status(self, event_id: str, flow: str) -> str | None:
         with self.session() as s:
@@ -150,13 +209,106 @@ class Store:
     def commit_success(self, flow: str, event_id: str, entity: str, entity_id: str,
                        binds: Sequence[Bind], attempts: int) -> None:
         """Ledger row + cross-references + clearing this event's parked row, one transaction."""
-        with self.session() as s:
-            for bind in binds:
-                self._bind(s, bind)
-            self._set_ledger(s, event_id, flow, LedgerStatus.DONE, entity=entity,
-                             entity_id=entity_id, attempts=attempts)
-            s.exec(delete(Parked).where(col(Parked.flow) == flow,
-                                        col(Parked.event_id) == event_id))
+        self.record([Outcome(flow, event_id, entity, entity_id, LedgerStatus.DONE,
+                             tuple(binds), attempts)])
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Several messages' outcomes in ONE transaction: every bind (in order, checked as
+        `bind` checks it), every ledger row, and the parked rows of the done events.
+
+        All or nothing: if one bind is refused (PermanentError) or the database refuses the
+        write (TransientError), nothing is written and the caller records the outcomes one
+        by one to find out whose it was. Core statements, a few per batch, not per message.
+        """
+        if not outcomes:
+            return
+        now = utcnow()
+        with self.transaction() as connection:
+            binds = [bind for outcome in outcomes for bind in outcome.binds]
+            if binds:
+                self._bind_many(connection, binds, now)
+            flows: dict[str, list[Outcome]] = {}
+            for outcome in outcomes:
+                flows.setdefault(outcome.flow, []).append(outcome)
+            for flow, group in flows.items():
+                self._ledger_many(connection, flow, group, now)
+
+    def _ledger_many(self, connection: Connection, flow: str, outcomes: list[Outcome],
+                     now: datetime) -> None:
+        ledger = _LEDGER
+        ids = [outcome.event_id for outcome in outcomes]
+        existing: set[str] = set()
+        for chunk in _chunks(ids):
+            existing.update(connection.execute(core_select(ledger.c.event_id).where(
+                ledger.c.flow == flow, ledger.c.event_id.in_(chunk))).scalars())
+        new = [{"event_id": o.event_id, "flow": flow, "status": o.status, "entity": o.entity,
+                "entity_id": o.entity_id, "attempts": o.attempts, "error": o.error,
+                "updated_at": now} for o in outcomes if o.event_id not in existing]
+        if new:
+            connection.execute(insert(ledger), new)
+        seen = [{"b_event_id": o.event_id, "b_status": o.status, "b_attempts": o.attempts,
+                 "b_error": o.error} for o in outcomes if o.event_id in existing]
+        if seen:  # a parked, dead or replayed event: keep its history in `attempts`
+            connection.execute(
+                update(ledger).where(ledger.c.flow == flow,
+                                     ledger.c.event_id == bindparam("b_event_id"))
+                .values(status=bindparam("b_status"), error=bindparam("b_error"),
+                        attempts=ledger.c.attempts + bindparam("b_attempts"), updated_at=now),
+                seen)
+        done = [o.event_id for o in outcomes if o.status == LedgerStatus.DONE]
+        for chunk in _chunks(done):
+            connection.execute(core_delete(_PARKED).where(
+                _PARKED.c.flow == flow, _PARKED.c.event_id.in_(chunk)))
+
+    def _bind_many(self, connection: Connection, binds: Sequence[Bind], now: datetime) -> None:
+        """Apply binds in order against what the table holds, then write the final rows: one
+        read and at most one UPDATE and one INSERT statement per (system, entity)."""
+        xref = _XREF
+        groups: dict[tuple[str, str], list[Bind]] = {}
+        for bind in binds:
+            groups.setdefault((bind.system, bind.entity), []).append(bind)
+        for (system, entity), group in groups.items():
+            by_canonical: dict[str, dict[str, Any]] = {}  # canonical id -> row values
+            by_external: dict[str, str] = {}  # external id -> canonical id
+            canonical_ids = list({b.canonical_id for b in group})
+            external_ids = list({b.external_id for b in group})
+            for chunk in _chunks(canonical_ids + external_ids):
+                for found in connection.execute(core_select(
+                        xref.c.id, xref.c.canonical_id, *(xref.c[k] for k in _XREF_COLUMNS)
+                        ).where(xref.c.system == system, xref.c.entity == entity,
+                                or_(xref.c.canonical_id.in_(chunk),
+                                    xref.c.external_id.in_(chunk)))).mappings():
+                    by_canonical[found["canonical_id"]] = {
+                        "id": found["id"], **{k: found[k] for k in _XREF_COLUMNS}}
+                    by_external[found["external_id"]] = found["canonical_id"]
+            touched: dict[str, dict[str, Any]] = {}
+            for bind in group:
+                taken = by_external.get(bind.external_id)
+                if taken is not None and taken != bind.canonical_id:
+                    raise PermanentError(
+                        f"{bind.system} {bind.entity} {bind.external_id!r} is already bound to "
+                        f"{taken!r}, refusing to bind it to {bind.canonical_id!r}")
+                row = by_canonical.setdefault(bind.canonical_id, {"id": None})
+                if row.get("external_id") is not None:
+                    by_external.pop(row["external_id"], None)
+                for column, value in _xref_values(bind).items():
+                    if value is not None or column not in row:
+                        row[column] = value
+                by_external[bind.external_id] = bind.canonical_id
+                touched[bind.canonical_id] = row
+            updates = [{"b_id": row["id"], "b_synced_at": now,
+                        **{f"b_{k}": v for k, v in row.items() if k != "id"}}
+                       for row in touched.values() if row["id"] is not None]
+            if updates:
+                columns = [k for k in updates[0] if k not in ("b_id",)]
+                connection.execute(
+                    update(xref).where(xref.c.id == bindparam("b_id"))
+                    .values({c[2:]: bindparam(c) for c in columns}), updates)
+            inserts = [{"entity": entity, "canonical_id": canonical_id, "system": system,
+                        "synced_at": now, **{k: v for k, v in row.items() if k != "id"}}
+                       for canonical_id, row in touched.items() if row["id"] is None]
+            if inserts:
+                connection.execute(insert(xref), inserts)
 
     def ledger_done(self, flow: str, event_ids: Sequence[str]) -> set[str]:
         """Which of these events the flow (or feed) has already recorded, in one query."""
@@ -170,9 +322,8 @@ class Store:
 
     def mark_skipped(self, flow: str, event_id: str, entity: str, entity_id: str,
                      reason: str) -> None:
-        with self.session() as s:
-            self._set_ledger(s, event_id, flow, LedgerStatus.SKIPPED, entity=entity,
-                             entity_id=entity_id, error=reason)
+        self.record([Outcome(flow, event_id, entity, entity_id, LedgerStatus.SKIPPED,
+                             error=reason)])
 
     # -- cross-references ---------------------------------------------------------------------
     def _bind(self, s: Session, bind: Bind) -> None:
@@ -200,10 +351,11 @@ class Store:
             self._bind(s, bind)
 
     def external_id(self, entity: str, canonical_id: str, system: str) -> str | None:
-        with self.session() as s:
-            return s.exec(select(Xref.external_id).where(
-                Xref.system == system, Xref.entity == entity,
-                Xref.canonical_id == canonical_id)).first()
+        # Every mapping lookup comes here (inline, on the event loop): one Core statement.
+        with self.engine.connect() as connection:
+            found: str | None = connection.execute(_EXTERNAL_ID, {
+                "system": system, "entity": entity, "canonical_id": canonical_id}).scalar()
+            return found
 
     def last_version(self, entity: str, canonical_id: str, system: str) -> str | None:
         with self.session() as s:
@@ -234,6 +386,43 @@ class Store:
                 select(status, version, parked)).one()
             ahead = self._parked_ahead(s, flow, entity_id, event_id) if parked_count else None
             return Precheck(ledger_status, last_version, ahead)
+
+    def prechecks(self, flow: str, target: str,
+                  events: Sequence[tuple[str, str, str]]) -> dict[str, Precheck]:
+        """precheck() for a whole batch of (event id, entity, entity id): three indexed
+        queries for the batch instead of one per message; parked rows are read only for the
+        entities that have some."""
+        ledger, xref, parked = _LEDGER, _XREF, _PARKED
+        if not events:
+            return {}
+        statuses: dict[str, str] = {}
+        versions: dict[tuple[str, str], str | None] = {}
+        parked_entities: set[str] = set()
+        with self.transaction() as connection:
+            for chunk in _chunks([event_id for event_id, _, _ in events]):
+                statuses.update((event_id, status) for event_id, status in connection.execute(
+                    core_select(ledger.c.event_id, ledger.c.status).where(
+                        ledger.c.flow == flow, ledger.c.event_id.in_(chunk))))
+            keys = list({(entity, entity_id) for _, entity, entity_id in events})
+            for chunk in _chunks(keys):
+                for entity, canonical_id, version in connection.execute(core_select(
+                        xref.c.entity, xref.c.canonical_id, xref.c.last_version).where(
+                        xref.c.system == target,
+                        tuple_(xref.c.entity, xref.c.canonical_id).in_(chunk))):
+                    versions[(entity, canonical_id)] = version
+            for chunk in _chunks(list({entity_id for _, _, entity_id in events})):
+                parked_entities.update(connection.execute(core_select(
+                    parked.c.entity_id).distinct().where(
+                    parked.c.flow == flow, parked.c.entity_id.in_(chunk))).scalars())
+        ahead: dict[str, Parked | None] = {}
+        if parked_entities:
+            with self.session() as s:
+                for event_id, _, entity_id in events:
+                    if entity_id in parked_entities:
+                        ahead[event_id] = self._parked_ahead(s, flow, entity_id, event_id)
+        return {event_id: Precheck(statuses.get(event_id), versions.get((entity, entity_id)),
+                                   ahead.get(event_id))
+                for event_id, entity, entity_id in events}
 
     def _parked_ahead(self, s: Session, flow: str, entity_id: str, event_id: str
                       ) -> Parked | None:
@@ -464,6 +653,11 @@ class Store:
                 for t in self.targets()
             ],
         }
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _dlq_filter(query: Any, flow: str | None, status: str | None,
