@@ -93,7 +93,8 @@ class Hub:
         self._down = {t.system: t.down_since for t in await self.db(self.store.targets)
                       if t.down_since is not None}
         await self.create_topics()
-        self.producer = AIOKafkaProducer(**self._client_args(),
+        # Larger batches than the 16 KB default: a busy flow's follow-ups share requests.
+        self.producer = AIOKafkaProducer(**self._client_args(), max_batch_size=256 * 1024,
                                          enable_idempotence=self.settings.enable_idempotence)
         await self.producer.start()
         # faststream logs every message at the level given: keep that out of INFO.
@@ -106,7 +107,7 @@ class Hub:
             step = Step(self, flow)
             self.steps.append(step)
             self.broker.include_router(self._router(step))
-        await self.broker.start()
+        await self._start_subscribers(self.broker)
         for feed in self.feeds:
             self.pollers[feed.name] = poller = Poller(self, feed)
             poller.start()
@@ -114,6 +115,20 @@ class Hub:
         self.started_in = time.monotonic() - started
         log.info("hub started in %.2fs: %d flows on %s", self.started_in, len(self.flows),
                  self.bootstrap_servers)
+
+    @staticmethod
+    async def _start_subscribers(broker: KafkaBroker) -> None:
+        """broker.start(), with the flows' consumers joining their groups side by side.
+
+        Each consumer's start waits for its group join (about a second on Tansu, a rebalance
+        round on Kafka); faststream starts them one after another, so startup grew by that
+        per flow. The groups are independent: they join at the same time here.
+        """
+        await broker.connect()
+        await asyncio.gather(*(subscriber.start() for subscriber in broker.subscribers))
+        for publisher in broker.publishers:
+            await publisher.start()
+        broker.running = True
 
     async def stop(self) -> None:
         for poller in self.pollers.values():
@@ -124,6 +139,8 @@ class Hub:
                 await self._sweeper
         if self.broker is not None:
             await self.broker.stop()
+        for step in self.steps:  # outcomes being written finish before the store closes
+            await step.recorder.drain()
         if self.producer is not None:
             await self.producer.stop()
         for step in self.steps:
@@ -149,7 +166,8 @@ class Hub:
         @router.subscriber(
             flow.topic, group_id=flow.group, ack_policy=AckPolicy.MANUAL, batch=True,
             max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-            auto_offset_reset="earliest", parser=tolerant_batch_parser,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            auto_offset_reset="earliest", parser=tolerant_batch_parser, decoder=no_body,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
@@ -230,11 +248,26 @@ class Hub:
 
     async def retrying(self, system: str, flow: str, fn: Callable[..., Awaitable[R]],
                        *args: Any, **kwargs: Any) -> R:
-        """Run fn, retrying TransientError per the settings' policy; mark systems up again."""
+        """Run fn, retrying TransientError per the settings' policy; mark systems up again.
+
+        The first call runs bare: building the retry machinery costs more than most calls,
+        and almost every call succeeds at once. Its failure is handed to the policy as the
+        first failed attempt, so waits, logs and target status are as if it ran there.
+        """
+        try:
+            return await fn(*args, **kwargs)
+        except TransientError as exc:
+            first: list[TransientError] = [exc]
+
+        async def again(*args: Any, **kwargs: Any) -> R:
+            if first:
+                raise first.pop()
+            return await fn(*args, **kwargs)
+
         failed: set[str] = set()
         async for attempt in retry_policy(self, system, flow):
             with attempt:
-                result = await fn(*args, **kwargs)
+                result = await again(*args, **kwargs)
             outcome = attempt.retry_state.outcome
             if outcome is not None and outcome.failed:
                 failed.add(getattr(outcome.exception(), "system", "") or system)
@@ -277,10 +310,37 @@ class Hub:
         await self.retrying("kafka", "publish", send)
 
     async def publish_event(self, event: Event[Any], flow: str) -> None:
-        headers = [("content-type", b"application/json"), ("x-crmhub-type", event.type.encode()),
-                   ("x-crmhub-origin", event.origin.encode()), ("x-crmhub-flow", flow.encode())]
-        await self.publish_raw(topics.for_entity(event.entity), event.to_bytes(), event.key,
-                               headers)
+        await self.publish_events([event], flow)
+
+    async def publish_events(self, events: Sequence[Event[Any]], flow: str) -> None:
+        """Publish in order and return once the broker acked every one of them.
+
+        All are handed to the producer first and their acks awaited together, so several
+        events (and several lanes) share produce requests. A failure sends them all again:
+        follow-up ids derive from their cause, so downstream ledgers drop the repeats.
+        """
+        if not events:
+            return
+        producer = self.producer
+        assert producer is not None, "hub not started"
+        records = [(topics.for_entity(event.entity), event.to_bytes(), event.key,
+                    [("content-type", b"application/json"),
+                     ("x-crmhub-type", event.type.encode()),
+                     ("x-crmhub-origin", event.origin.encode()),
+                     ("x-crmhub-flow", flow.encode())]) for event in events]
+
+        async def send() -> None:
+            try:
+                acks = [await producer.send(topic, value, key=key, headers=headers)
+                        for topic, value, key, headers in records]
+                for outcome in await asyncio.gather(*acks, return_exceptions=True):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            except KafkaError as exc:
+                raise TransientError(f"publish to {records[0][0]} failed: {exc!r}",
+                                     system="kafka") from exc
+
+        await self.retrying("kafka", "publish", send)
 
     # -- dead letters --------------------------------------------------------------------------
     async def dead_letter(self, flow: str, group: str, raw: RawMessage, error: BaseException,
@@ -378,6 +438,12 @@ async def tolerant_batch_parser(records: tuple[ConsumerRecord[Any, Any], ...],
     message = await original(readable)
     message.raw_message = records
     return message
+
+
+async def no_body(message: Any, original: Callable[..., Awaitable[Any]]) -> None:
+    """faststream would JSON-decode every record for a body nobody asks for: the step
+    decodes each record itself, with the flow's model."""
+    return None
 
 
 def _text_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:

@@ -8,9 +8,14 @@ For each consumed message, in this order:
    TransientError with exponential backoff and jitter (honouring Retry-After) for as long as
    the target is down -- the partition pauses, nothing is dead-lettered
 5. publish the events the handler emitted (ids derived from the cause, so a redelivery
-   re-emits the same ids and downstream ledgers drop them)
+   re-emits the same ids and downstream ledgers drop them) and wait for the broker's acks
 6. write ledger row + cross-references in one transaction
 7. commit the Kafka offset (manual ack; never nack, which seeks back and spins)
+
+A fetched batch is decoded and prechecked at once (a few queries for the whole batch), and the
+ledger rows and cross-references of messages that finish together are written in one
+transaction (group commit, `Recorder`); each message still waits for its own outcome to be
+written before its lane moves on, and the offset is committed after all of them.
 
 MissingDependency parks the message (replayed when the awaited xref is bound, dead-lettered
 when the park expires); PermanentError, MappingError and any unexpected exception
@@ -33,7 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
 from crmhub.errors import DecodeError, MissingDependency, PermanentError, TransientError
-from crmhub.store import Bind, RawMessage
+from crmhub.store import Bind, Outcome, Precheck, RawMessage
 from schemas.envelope import Event, Source, decode_event
 from schemas.state import LedgerStatus, utcnow
 
@@ -157,31 +162,127 @@ class Run:
                                     source=Source(system=self.step.flow.target, id=source_id))
 
 
+@dataclass
+class Decoded:
+    """A consumed message, decoded once per batch: the event, or why it cannot be one."""
+
+    raw: RawMessage
+    event: Event[Any] | None
+    error: DecodeError | None
+    replay_for: str
+    precheck: Precheck | None = None  # read for the whole batch, before any lane ran
+
+    def keys(self) -> set[tuple[str, str]]:
+        if self.event is None:
+            return set()
+        return {("entity", self.event.entity_id), ("event", str(self.event.event_id))}
+
+
+class Recorder:
+    """Group commit of outcomes: the lanes of a flow hand their done/skipped outcomes here
+    and wait; whatever has gathered while the previous write ran goes in the next transaction.
+
+    A write the database refuses is retried one outcome at a time, so only the message whose
+    bind or row was refused gets the error (and, through the step, its usual handling:
+    TransientError runs its handler again, PermanentError dead-letters it).
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, outcome: Outcome) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_pending(), name="crmhub-recorder")
+        await asyncio.shield(done)  # a cancelled lane leaves the write to finish for others
+
+    async def drain(self) -> None:
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def _write_pending(self) -> None:
+        group: list[tuple[Outcome, asyncio.Future[None]]] = []
+        try:
+            while self._pending:
+                await asyncio.sleep(0)  # lanes finishing in this loop turn join the group
+                group, self._pending = self._pending, []
+                await self._write(group)
+                group = []
+        except BaseException as exc:  # going down: every waiting lane hears it, none commits
+            for _, done in [*group, *self._pending]:
+                _settle(done, exc)
+            self._pending = []
+            raise
+        finally:
+            self._writer = None
+
+    async def _write(self, group: list[tuple[Outcome, asyncio.Future[None]]]) -> None:
+        store = self.hub.store
+        try:
+            await self.hub.db(store.record, [outcome for outcome, _ in group])
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0][1], exc)
+                return
+            for outcome, done in group:  # find whose outcome the database refused
+                try:
+                    await self.hub.db(store.record, [outcome])
+                except Exception as one:
+                    _settle(done, one)
+                else:
+                    _settle(done, None)
+        else:
+            for _, done in group:
+                _settle(done, None)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        done.cancel()
+    elif error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
 class Step(Generic[M, S]):
     def __init__(self, hub: Hub, flow: Flow[M, S]) -> None:
         self.hub = hub
         self.flow = flow
         self.sink = flow.sink()
+        # Bounds the handlers (connector calls) running at once; a message waiting for the
+        # broker's acks or for its group commit does not hold a slot.
         self.slots = asyncio.Semaphore(hub.settings.workers_per_flow)
+        self.recorder = Recorder(hub)
 
     async def handle_batch(self, message: KafkaMessage) -> None:
         """faststream entry point for one fetched batch: per-key lanes, then one commit.
 
-        Messages with the same key (the entity id) run one after another in offset order;
-        different keys run side by side, at most workers_per_flow at a time. The offset is
-        committed once every message of the batch is done. Cancellation skips the commit.
+        The batch is decoded and prechecked up front. Messages with the same key (the entity
+        id) run one after another in offset order; different keys run side by side, at most
+        workers_per_flow handlers at a time. The offset is committed once every message of
+        the batch has its outcome recorded. Cancellation skips the commit.
         """
-        lanes: dict[tuple[int, bytes | None], list[RawMessage]] = {}
         if log.isEnabledFor(logging.DEBUG):
             log.debug("batch of %d: %s", len(message.raw_message),
                       [f"{r.topic}[{r.partition}]@{r.offset}" for r in message.raw_message],
                       extra={"flow": self.flow.name})
-        for record in message.raw_message:
-            raw = RawMessage(topic=record.topic, partition=record.partition,
-                             offset=record.offset, key=record.key, value=record.value,
-                             headers=tuple((k, bytes(v or b"")) for k, v in record.headers))
-            lanes.setdefault((record.partition, record.key), []).append(raw)
-        await asyncio.gather(*(self._lane(messages) for messages in lanes.values()))
+        items = [self.decode(RawMessage(
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            key=record.key, value=record.value,
+            headers=tuple((k, bytes(v or b"")) for k, v in record.headers)))
+            for record in message.raw_message]
+        await self._precheck_batch(items)
+        lanes: dict[tuple[int, bytes | None], list[Decoded]] = {}
+        for item in items:
+            lanes.setdefault((item.raw.partition, item.raw.key), []).append(item)
+        settled: set[tuple[str, str]] = set()
+        await asyncio.gather(*(self._lane(lane, settled) for lane in lanes.values()))
         try:
             await message.ack()
         except (CommitFailedError, IllegalStateError) as exc:
@@ -190,21 +291,69 @@ class Step(Generic[M, S]):
             log.info("offset commit lost to a rebalance (%s); the ledger absorbs the redelivery",
                      type(exc).__name__, extra={"flow": self.flow.name})
 
-    async def _lane(self, messages: list[RawMessage]) -> None:
-        for raw in messages:
-            async with self.slots:
-                self.hub.metrics.consumed.labels(self.flow.name).inc()
-                await self._process_until_recorded(raw)
+    def decode(self, raw: RawMessage) -> Decoded:
+        # A replay names the flow it is for; other flows leave alone what they already handled.
+        replay_for = dict(raw.headers).get(REPLAY_FOR, b"").decode(errors="replace")
+        try:
+            event = decode_event(raw.value, self.flow.model,
+                                 max_bytes=self.hub.settings.max_event_bytes)
+        except DecodeError as exc:
+            return Decoded(raw, None, exc, replay_for)
+        return Decoded(raw, event, None, replay_for)
 
-    async def _process_until_recorded(self, raw: RawMessage) -> None:
+    async def _precheck_batch(self, items: list[Decoded]) -> None:
+        """One precheck for the batch. If the store cannot answer, each message asks on its
+        own (and waits there until it can), exactly as without the batch read."""
+        flow = self.flow
+        wanted = {str(item.event.event_id): (item.event.entity, item.event.entity_id)
+                  for item in items
+                  if item.event is not None and item.event.type in flow.accepts}
+        if not wanted:
+            return
+        try:
+            found = await self.hub.db(self.hub.store.prechecks, flow.name, flow.target,
+                                      [(event_id, *key) for event_id, key in wanted.items()])
+        except Exception as exc:
+            log.warning("batch precheck failed, checking message by message: %s",
+                        self.hub.redact(repr(exc)), extra={"flow": flow.name})
+            return
+        for item in items:
+            if item.event is not None:
+                item.precheck = found.get(str(item.event.event_id))
+
+    async def _lane(self, items: list[Decoded], settled: set[tuple[str, str]]) -> None:
+        for item in items:
+            self.hub.metrics.consumed.labels(self.flow.name).inc()
+            await self._process_until_recorded(item, settled)
+
+    async def _process_until_recorded(self, item: Decoded,
+                                      settled: set[tuple[str, str]] | None = None) -> None:
         """process() records every outcome (done, parked, dead) in the state store. When even
         that fails -- the store is down, or refuses a value -- the lane pauses and tries again:
-        committing past the message would lose it without a trace."""
-        async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(Exception), wait=self.hub.wait_policy(),
-                before_sleep=self._log_unrecorded(raw), reraise=True):
-            with attempt:
-                await self.process(raw)
+        committing past the message would lose it without a trace.
+
+        The batch's precheck is used only by the first try, and only while no earlier message
+        of this batch touched the same entity or event (their outcomes changed what it read).
+        """
+        keys = item.keys()
+        precheck = item.precheck if settled is None or not keys & settled else None
+        try:  # the common case, without building the retry machinery
+            await self.process(item.raw, decoded=item, precheck=precheck)
+        except Exception as exc:
+            first: list[Exception] = [exc]
+
+            async def again() -> None:
+                if first:  # the bare try's failure is the policy's first failed attempt
+                    raise first.pop()
+                await self.process(item.raw, decoded=item)
+
+            async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(Exception), wait=self.hub.wait_policy(),
+                    before_sleep=self._log_unrecorded(item.raw), reraise=True):
+                with attempt:
+                    await again()
+        if settled is not None:
+            settled.update(keys)
 
     def _log_unrecorded(self, raw: RawMessage) -> Callable[[RetryCallState], None]:
         def before_sleep(state: RetryCallState) -> None:
@@ -216,21 +365,24 @@ class Step(Generic[M, S]):
                       extra={"flow": self.flow.name})
         return before_sleep
 
-    async def process(self, raw: RawMessage) -> None:
+    async def process(self, raw: RawMessage, *, decoded: Decoded | None = None,
+                      precheck: Precheck | None = None) -> None:
+        """One message through the step; `decoded` and `precheck` are the batch's reads."""
         flow, store = self.flow, self.hub.store
-        # A replay names the flow it is for; other flows leave alone what they already handled.
-        replay_for = dict(raw.headers).get(REPLAY_FOR, b"").decode(errors="replace")
-        try:
-            event = decode_event(raw.value, flow.model, max_bytes=self.hub.settings.max_event_bytes)
-        except DecodeError as exc:
+        item = decoded or self.decode(raw)
+        event, replay_for = item.event, item.replay_for
+        if event is None:
+            assert item.error is not None
             if not replay_for or replay_for == flow.name:
-                await self.hub.dead_letter(flow.name, flow.group, raw, exc, attempts=1)
+                await self.hub.dead_letter(flow.name, flow.group, raw, item.error, attempts=1)
             return
         if event.type not in flow.accepts:
             return
         event_id = str(event.event_id)
-        seen = await self.hub.db(store.precheck, flow.name, event_id, event.entity,
-                                 event.entity_id, flow.target)
+        seen = precheck
+        if seen is None:
+            seen = await self.hub.db(store.precheck, flow.name, event_id, event.entity,
+                                     event.entity_id, flow.target)
         if seen.status in (LedgerStatus.DONE, LedgerStatus.SKIPPED):
             self.hub.metrics.duplicates.labels(flow.name).inc()
             log.info("duplicate skipped", extra={"flow": flow.name, "event_id": event_id})
@@ -251,9 +403,10 @@ class Step(Generic[M, S]):
         version = event.version_key()
         if version is None or last is None or last[0] != version[0] or last < version:
             return False
-        flow, store = self.flow, self.hub.store
-        await self.hub.db(store.mark_skipped, flow.name, str(event.event_id), event.entity,
-                          event.entity_id, f"stale: version {version} <= synced {last}")
+        flow = self.flow
+        await self.recorder.record(Outcome(
+            flow.name, str(event.event_id), event.entity, event.entity_id,
+            LedgerStatus.SKIPPED, error=f"stale: version {version} <= synced {last}"))
         self.hub.metrics.stale.labels(flow.name).inc()
         log.info("stale update skipped", extra={"flow": flow.name,
                                                  "event_id": str(event.event_id)})
@@ -271,11 +424,12 @@ class Step(Generic[M, S]):
             # handlers that raise TransientError outside call(): the handler runs again.
             run = Run(self, event)
             tries.append(run)
-            await flow.handler(event, run, self.sink)
-            for emitted in run.emitted:
-                await hub.publish_event(emitted, flow.name)
-            await hub.db(hub.store.commit_success, flow.name, str(event.event_id),
-                         event.entity, event.entity_id, run.binds, attempts())
+            async with self.slots:
+                await flow.handler(event, run, self.sink)
+            await hub.publish_events(run.emitted, flow.name)  # acked before the ledger row
+            await self.recorder.record(Outcome(
+                flow.name, str(event.event_id), event.entity, event.entity_id,
+                LedgerStatus.DONE, tuple(run.binds), attempts()))
 
         started = utcnow()
         try:

@@ -46,16 +46,16 @@ class SimulatedCrash(BaseException):
 async def test_crash_between_sink_and_ledger_does_not_write_twice(make_hub: HubFactory) -> None:
     book = Ledgerbook()
     first = await make_hub([customer_flow(book)])
-    real_commit = first.store.commit_success
+    real_commit = first.store.record  # where the step writes ledger rows and binds
 
     def crash(*args: object, **kwargs: object) -> None:
         raise SimulatedCrash()
 
-    first.store.commit_success = crash  # type: ignore[method-assign]
+    first.store.record = crash  # type: ignore[method-assign]
     await publish(first.bootstrap_servers, topics.CUSTOMER, customer_event("c-1"))
     await eventually(lambda: book.calls, message="the sink was called")
     await first.stop()  # the "crashed" hub never acked: the offset stays uncommitted
-    first.store.commit_success = real_commit  # type: ignore[method-assign]
+    first.store.record = real_commit  # type: ignore[method-assign]
     first.broker = first.producer = first._sweeper = first.embedded = None  # already stopped
 
     second = await make_hub([customer_flow(book)])
