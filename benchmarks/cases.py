@@ -31,6 +31,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from benchmarks import workload
 from crmhub.embedded import free_port
+
+FETCH_WAIT_MS = int(os.environ.get("BENCH_FETCH_WAIT_MS", "500"))
 from crmhub.hub import Hub
 from crmhub.settings import HubSettings
 from crmhub.store import Bind, Store
@@ -43,7 +45,7 @@ async def raw_passthrough(bootstrap: str, in_topic: str, out_topic: str, group: 
     consumer = AIOKafkaConsumer(in_topic, bootstrap_servers=bootstrap, group_id=group,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 session_timeout_ms=2000, heartbeat_interval_ms=500,
-                                max_poll_records=500)
+                                max_poll_records=500, fetch_max_wait_ms=FETCH_WAIT_MS)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await asyncio.gather(consumer.start(), producer.start())
     done, started = 0, 0.0

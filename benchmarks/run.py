@@ -103,6 +103,8 @@ def main() -> None:
     parser.add_argument("--naive-events", type=int, default=2_000,
                         help="the naive baseline reads the first min(N, this) events")
     parser.add_argument("--latency-seconds", type=float, default=4.0)
+    parser.add_argument("--latency-rate", type=float, default=0.0,
+                        help="the raw case's paced rate (default: half the hub's peak)")
     parser.add_argument("--tryton-orders", type=int, default=20,
                         help="orders per path into Tryton (0: skip that case)")
     parser.add_argument("--tryton-workers", type=int, default=4)
@@ -133,7 +135,8 @@ def main() -> None:
             finally:
                 drop_database(scratch[0])
         hub_rate = hub.get("events_per_s")
-        raw_args = [*sized, "--latency-rate", str(hub_rate * 0.5 if hub_rate else 0)]
+        raw_rate = args.latency_rate or (hub_rate * 0.5 if hub_rate else 0)
+        raw_args = [*sized, "--latency-rate", str(raw_rate)]
         raw = emit(case("benchmarks.cases raw", *raw_args)
                    if "raw" in wanted else {"case": "raw", **skipped})
         naive = emit(case("benchmarks.cases naive", *bootstrap, "--events",

@@ -42,6 +42,9 @@ class HubSettings(BaseSettings):
     workers_per_flow: int = Field(default=8, ge=1, le=256)
     batch_max_records: int = Field(default=500, ge=1, le=10_000)
     batch_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    # How long the broker may hold a fetch that has no new records yet. Tansu holds it this
+    # long even when records arrive meanwhile, so it is what an idle flow adds to latency.
+    fetch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
     max_event_bytes: int = Field(default=1_048_576, ge=1024)
     sasl_username: str = ""
     sasl_password: SecretStr = SecretStr("")
