@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy import inspect
 
 from crmhub.errors import MissingDependency, PermanentError
-from crmhub.store import MIGRATIONS, Bind, RawMessage, Store
+from crmhub.store import MIGRATIONS, Bind, Outcome, RawMessage, Store
 
 
 @pytest.fixture
@@ -58,6 +58,51 @@ def test_ledger_and_binds_commit_together(store: Store) -> None:
     assert store.ledger_status("e-1", "f") is None  # the ledger row rolled back with the bind
     store.commit_success("f", "e-1", "customer", "c-8", [Bind("customer", "c-8", "erp", "8")], 1)
     assert store.ledger_status("e-1", "f") == "done"
+
+
+def test_record_writes_several_outcomes_in_order_or_none(store: Store) -> None:
+    store.bind(Bind("customer", "c-1", "erp", "41", "v01"))
+    store.park(flow="f", group_id="g", message=RawMessage("t", 0, 1, b"k", b"v"),
+               event_id="e-2", entity="customer", entity_id="c-2",
+               waits=MissingDependency("customer", "c-0", "erp"), reason="waiting",
+               ttl=timedelta(hours=1))
+    store.record([
+        Outcome("f", "e-1", "customer", "c-1", "done", (Bind("customer", "c-1", "erp", "42"),)),
+        Outcome("f", "e-2", "customer", "c-2", "done", (
+            Bind("customer", "c-2", "erp", "41", "v07"),  # 41 was freed by the rebind above
+            Bind("customer", "c-2", "erp", "43", "v08"))),  # the last bind of c-2 wins
+        Outcome("f", "e-3", "customer", "c-3", "skipped", error="stale"),
+    ])
+    assert store.external_id("customer", "c-1", "erp") == "42"
+    assert store.last_version("customer", "c-1", "erp") == "v01"  # no version: kept
+    assert store.external_id("customer", "c-2", "erp") == "43"
+    assert store.last_version("customer", "c-2", "erp") == "v08"
+    assert store.canonical_id("customer", "erp", "41") is None
+    assert [store.ledger_status(e, "f") for e in ("e-1", "e-2", "e-3")] == [
+        "done", "done", "skipped"]
+    assert store.list_parked() == []  # e-2 is done: its parked row is gone
+    with pytest.raises(PermanentError, match="'42' is already bound to 'c-1'"):
+        store.record([Outcome("f", "e-4", "customer", "c-4", "done"),
+                      Outcome("f", "e-5", "customer", "c-5", "done",
+                              (Bind("customer", "c-5", "erp", "42"),))])
+    assert store.ledger_status("e-4", "f") is None  # all or nothing
+
+
+def test_batch_precheck_answers_like_the_single_one(store: Store) -> None:
+    store.commit_success("f", "e-done", "customer", "c-1",
+                         [Bind("customer", "c-1", "erp", "1", "v05")], 1)
+    store.park(flow="f", group_id="g", message=RawMessage("t", 0, 1, b"k", b"v"),
+               event_id="e-parked", entity="customer", entity_id="c-2",
+               waits=MissingDependency("customer", "c-0", "erp"), reason="waiting",
+               ttl=timedelta(hours=1))
+    events = [("e-done", "customer", "c-1"), ("e-parked", "customer", "c-2"),
+              ("e-behind", "customer", "c-2"), ("e-new", "customer", "c-3"),
+              ("e-update", "customer", "c-1")]
+    batch = store.prechecks("f", "erp", events)
+    for event_id, entity, entity_id in events:
+        assert batch[event_id] == store.precheck("f", event_id, entity, entity_id, "erp")
+    assert batch["e-done"].status == "done" and batch["e-update"].last_version == "v05"
+    assert batch["e-behind"].ahead is not None and batch["e-parked"].ahead is None
 
 
 def test_park_claim_and_expire(store: Store) -> None:
