@@ -7,6 +7,8 @@ hub    the hub's core path (benchmarks/workload.py) on SQLite or PostgreSQL: pea
        the pre-filled input, then latency at a given fraction of that peak
 naive  the same work as a plain faststream per-message handler: validate, precheck, map,
        publish (awaited), ledger + xref (one transaction), commit the offset, per message
+load   (used by raw and hub) sends order.won at a given rate and times each one from its
+       send until its result is read back; runs in its own process
 startup  `crmhub run` as a subprocess with the embedded broker and every flow and feed:
        wall time until it prints its ready line, and until /readyz answers 200
 
@@ -34,6 +36,30 @@ from crmhub.embedded import free_port
 from crmhub.hub import Hub
 from crmhub.settings import HubSettings
 from crmhub.store import Bind, Store
+
+
+# -- paced load, from another process ----------------------------------------------------------
+async def paced_load(args: argparse.Namespace, in_topic: str, out_topic: str, rate: float,
+                     cause: str) -> dict[str, Any]:
+    """Latency at `rate`, with the sender and the listener in a process of their own: they
+    stand for other services and must not take the measured process's event loop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.cases", "load", "--bootstrap", args.bootstrap,
+        "--in-topic", in_topic, "--out-topic", out_topic, "--latency-rate", str(rate),
+        "--latency-seconds", str(args.latency_seconds), "--cause", cause,
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    if process.returncode or not lines:
+        return {"error": f"load process exited with {process.returncode}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+async def load_case(args: argparse.Namespace) -> dict[str, Any]:
+    return await workload.paced_latency(
+        args.bootstrap, args.in_topic, args.out_topic, args.latency_rate, args.latency_seconds,
+        workload.new_run_id(), getattr(workload, args.cause))
 
 
 # -- raw ---------------------------------------------------------------------------------------
@@ -81,9 +107,8 @@ async def raw_case(args: argparse.Namespace) -> dict[str, Any]:
                                                    f"bench-raw-{paced}", None, stop,
                                                    fetch_wait_ms=20))
         await asyncio.sleep(1.5)  # group join
-        result["latency"] = await workload.paced_latency(
-            args.bootstrap, paced, "bench.raw.out", args.latency_rate, args.latency_seconds,
-            workload.new_run_id(), workload.same_event)
+        result["latency"] = await paced_load(args, paced, "bench.raw.out", args.latency_rate,
+                                             "same_event")
         stop.set()
         await loop
     result["rss_mb"] = workload.rss_mb()
@@ -119,9 +144,8 @@ async def hub_case(args: argparse.Namespace) -> dict[str, Any]:
         result: dict[str, Any] = {"case": f"hub_{variant}", "events": args.events,
                                   "events_per_s": round(rate, 1),
                                   "consumed": int(consumed._value.get())}
-        result["latency"] = await workload.paced_latency(
-            args.bootstrap, paced, workload.OUTPUT_HUB, rate * args.rate_fraction,
-            args.latency_seconds, run, workload.hub_cause)
+        result["latency"] = await paced_load(args, paced, workload.OUTPUT_HUB,
+                                             rate * args.rate_fraction, "hub_cause")
         result["latency"]["fraction_of_peak"] = args.rate_fraction
         dead = hub.store.list_dead_letters(limit=5)
         if dead:
@@ -162,14 +186,14 @@ async def naive_case(args: argparse.Namespace) -> dict[str, Any]:
 
     broker = KafkaBroker(args.bootstrap)
     done = 0
-    started = 0.0
+    started = elapsed = 0.0
     finished = asyncio.Event()
 
     @broker.subscriber(workload.INPUT, group_id="bench-naive", ack_policy=AckPolicy.MANUAL,
                        auto_offset_reset="earliest", session_timeout_ms=2000,
                        heartbeat_interval_ms=500)
     async def on_order_won(message: KafkaMessage) -> None:
-        nonlocal done, started
+        nonlocal done, started, elapsed
         started = started or time.perf_counter()
         event = decode_event(message.body, Order)
         seen = await asyncio.to_thread(store.precheck, "naive", str(event.event_id),
@@ -188,17 +212,18 @@ async def naive_case(args: argparse.Namespace) -> dict[str, Any]:
                                           event.version_key())], 1)
         await message.ack()
         done += 1
-        if done >= args.events:
+        if done == args.events:
+            elapsed = time.perf_counter() - started
             finished.set()
 
     await broker.start()
     try:
         await finished.wait()
-        elapsed = time.perf_counter() - started
     finally:
         await broker.stop()
         store.close()
-    return {"case": "naive", "events": done, "events_per_s": round(done / elapsed, 1),
+    return {"case": "naive", "events": args.events,
+            "events_per_s": round(args.events / elapsed, 1),
             "rss_mb": workload.rss_mb()}
 
 
@@ -247,7 +272,8 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-CASES = {"raw": raw_case, "hub": hub_case, "naive": naive_case, "startup": startup_case}
+CASES = {"raw": raw_case, "hub": hub_case, "naive": naive_case, "startup": startup_case,
+         "load": load_case}
 
 
 def main() -> None:
@@ -259,6 +285,9 @@ def main() -> None:
     parser.add_argument("--rate-fraction", type=float, default=0.5)
     parser.add_argument("--latency-rate", type=float, default=0.0)
     parser.add_argument("--latency-seconds", type=float, default=4.0)
+    parser.add_argument("--in-topic", default="")
+    parser.add_argument("--out-topic", default="")
+    parser.add_argument("--cause", default="hub_cause", choices=["hub_cause", "same_event"])
     args = parser.parse_args()
     print(json.dumps(asyncio.run(CASES[args.case](args))), flush=True)
 

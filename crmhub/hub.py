@@ -48,6 +48,7 @@ from schemas.state import utcnow
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
+SWEEP_WAKE_GAP = 0.05  # seconds between two sweeps woken by binds
 _SECRET_HEADER_WORDS = ("authorization", "secret", "token", "password", "signature", "cookie")
 
 
@@ -385,6 +386,9 @@ class Hub:
                 raise
             except Exception:
                 log.exception("sweep failed; trying again")
+            # Binds wake the sweeper; under load that is every message. Sweep at most every
+            # SWEEP_WAKE_GAP then, not back to back (each sweep is four store queries).
+            await asyncio.sleep(min(SWEEP_WAKE_GAP, self.settings.sweep_interval_seconds))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.sweep_interval_seconds)
             self._wake.clear()
