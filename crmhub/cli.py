@@ -179,6 +179,9 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if not summary["flows"]:
         typer.echo("  (nothing processed yet)")
     typer.echo(f"parked: {sum(summary['parked'].values())}  {summary['parked'] or ''}")
+    waiting = summary["awaiting_approval"]
+    typer.echo(f"awaiting approval: {len(waiting)}  {' '.join(waiting[:20])}"
+               + (" ..." if len(waiting) > 20 else ""))
     typer.echo(f"dead letters: {summary['dead_letters'] or 0}")
     for target in summary["targets"]:
         since = target["down_since"]
