@@ -193,7 +193,12 @@ def classify(exc: BaseException) -> HubError:
                               retry_after=exc.retry_after if exc.retry_after is not None else 5.0)
     if exc.status >= 500 or exc.status == 408:
         return TransientError(str(exc), system=SYSTEM, retry_after=exc.retry_after)
-    if exc.errcode in _RELOGIN or (exc.status == 401 and exc.what != "login"):
+    if exc.what == "login" and exc.status in (401, 403):
+        # wrong credentials: a configuration problem, so the flow pauses (and says why)
+        # instead of dead-lettering every request until someone fixes MATRIX_PASSWORD
+        return TransientError(f"matrix login refused ({exc.errcode}): check MATRIX_USER / "
+                              "MATRIX_PASSWORD", system=SYSTEM, retry_after=60.0)
+    if exc.errcode in _RELOGIN or exc.status == 401:
         return TransientError(f"matrix {exc.what}: token refused ({exc.errcode})",
                               system=SYSTEM)
     return PermanentError(str(exc), system=SYSTEM)
