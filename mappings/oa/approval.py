@@ -151,7 +151,7 @@ def request_content(order: Order, reasons: list[Reason], approval: Approval,
     deal = f" (deal {order.deal_id})" if order.deal_id and language == "en" else (
         f"（商机 {order.deal_id}）" if order.deal_id else "")
     if language == "zh":
-        title = f"订单 {order.id}{deal} 需要审批：客户 {order.customer_id}，总额 {total}"
+        title = f"订单 {order.id}{deal or ' '}需要审批：客户 {order.customer_id}，总额 {total}"
         ask = "请回复本消息：APPROVE（批准）或 REJECT 原因（驳回）。"
         label = "原因"
     else:
