@@ -59,9 +59,9 @@ def gate_flows(room: Room, erp_settings: Any) -> tuple[list[Flow[Any, Any]], lis
     return flows, [replace(approval_replies.feed, source=desk)]
 
 
-async def start(make_hub: HubFactory, room: Room, erp_server: Any) -> Hub:
+async def start(make_hub: HubFactory, room: Room, erp_server: Any, **overrides: Any) -> Hub:
     flows, feeds = gate_flows(room, settings_for(erp_server))
-    return await make_hub(flows, feeds, poll_interval_seconds=0.2)
+    return await make_hub(flows, feeds, poll_interval_seconds=0.2, **overrides)
 
 
 async def sales_for(erp: TrytonClient, order_id: str) -> list[dict[str, Any]]:
@@ -181,15 +181,15 @@ async def test_unanswered_request_is_reminded_then_expires_and_never_reaches_the
     rules_env.setenv("APPROVAL_REMINDER_SECONDS", "1")
     rules_env.setenv("APPROVAL_EXPIRY_SECONDS", "4")
     approval_rules.cache_clear()
-    hub = await start(make_hub, room, erp_server)
+    hub = await start(make_hub, room, erp_server, park_ttl_seconds=2)
     customer, order = unique("C"), unique("O")
     await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event(customer))
     await publish(hub.bootstrap_servers, topics.ORDER, order_event(order, customer, lines=BIG))
     await request_in_room(hub, room, order)
     [parked] = await eventually(lambda: hub.store.list_parked(flow="order_to_erp"),
                                 message="order parked", timeout=30)
-    # the park outlives the approval: park_ttl_seconds (1 day) but at least expiry + 1 h
-    assert (parked.expires_at - parked.parked_at).total_seconds() >= 86_400
+    # the park outlives the approval: park_ttl_seconds is 2 s, the park is kept expiry + 1 h
+    assert (parked.expires_at - parked.parked_at).total_seconds() >= 4 + 3600
     await eventually(lambda: any(m["content"]["body"].startswith(f"Reminder: order {order}")
                                  for m in room.messages()), message="reminder", timeout=30)
     found: list[dict[str, Any]] = []
