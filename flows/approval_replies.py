@@ -35,6 +35,8 @@ REMINDER_KEY = "org.crmhub.approval_id"
 
 async def read_replies(desk: ApprovalDesk, position: str | None) -> Page[Approval]:
     matrix, rules, room = desk.matrix, desk.rules, desk.matrix.room_id
+    if not rules.enabled:
+        return Page([], position or "")  # no approvers: nothing to read, Matrix not needed
     state: dict[str, Any] = json.loads(position) if position else {"since": None, "pending": {}}
     pending: dict[str, dict[str, Any]] = state["pending"]
     if matrix.user_id is None:
