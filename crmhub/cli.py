@@ -109,7 +109,8 @@ async def _until_signalled() -> None:
 def demo(once: Annotated[bool, typer.Option(
         "--once", help="Exit 0 after the scenario succeeds (1 if it does not).")] = False) -> None:
     """The main job on embedded defaults: embedded broker, SQLite, the Tryton sandbox as the
-    ERP and SCM, and a scripted scenario from won order to paid invoice and delivery."""
+    ERP and SCM, Synapse/aiosmtpd/Radicale as the OA system, and a scripted scenario from won
+    order to paid invoice and delivery, plus an order approved in the chat."""
     from connectors.tryton.client import TrytonClient
     from connectors.tryton.settings import TrytonSettings
     from crmhub.demo import (
@@ -117,8 +118,10 @@ def demo(once: Annotated[bool, typer.Option(
         Timeline,
         demo_settings,
         prepare,
+        run_approval_scenario,
         run_erp_scenario,
         run_scenario,
+        start_oa_sandboxes,
     )
     from crmhub.sandbox.tryton import TrytonServer, template_info
 
@@ -140,6 +143,12 @@ def demo(once: Annotated[bool, typer.Option(
     for name, value in (("URL", tryton.url), ("DATABASE", tryton.database),
                         ("USER", tryton.user), ("PASSWORD", tryton.password.get_secret_value())):
         os.environ[f"TRYTON_{name}"] = value
+    try:
+        oa = start_oa_sandboxes(say)
+    except RuntimeError as exc:
+        erp_server.stop()
+        typer.echo(f"error: an OA sandbox did not start: {exc}", err=True)
+        raise typer.Exit(1) from exc
     settings = demo_settings(DEMO_DIR)
 
     async def scenario(hub: Any) -> int:
@@ -152,6 +161,7 @@ def demo(once: Annotated[bool, typer.Option(
             async with TrytonClient(tryton) as erp:
                 ok = await run_erp_scenario(hub, say, erp,
                                             template_info()["seeded"]["payment_method"])
+        ok = ok and await run_approval_scenario(hub, say, oa)
         typer.echo("scenario " + ("succeeded" if ok else "FAILED"))
         if ok and not once:
             typer.echo("hub keeps running; try `curl localhost:PORT/status`. Ctrl-C to stop.")
@@ -162,6 +172,7 @@ def demo(once: Annotated[bool, typer.Option(
         code = asyncio.run(_serve(settings, once=scenario))
     finally:
         erp_server.stop()
+        oa.stop()
     raise typer.Exit(code)
 
 
@@ -179,6 +190,9 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if not summary["flows"]:
         typer.echo("  (nothing processed yet)")
     typer.echo(f"parked: {sum(summary['parked'].values())}  {summary['parked'] or ''}")
+    waiting = summary["awaiting_approval"]
+    typer.echo(f"awaiting approval: {len(waiting)}  {' '.join(waiting[:20])}"
+               + (" ..." if len(waiting) > 20 else ""))
     typer.echo(f"dead letters: {summary['dead_letters'] or 0}")
     for target in summary["targets"]:
         since = target["down_since"]

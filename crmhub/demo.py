@@ -94,7 +94,7 @@ async def run_scenario(hub: Hub, say: Timeline, timeout: float = 30.0) -> bool:
     await hub.publish_event(o1, "demo")
     say(f"order {o1.entity_id} won in the CRM ({o1.data.total} {o1.data.currency}) "
         f"before its customer {star.entity_id} is known downstream")
-    await _until(lambda: store.list_parked(), timeout)
+    await _until(lambda: store.list_parked(flow="order_to_filedrop"), timeout)
     parked = store.list_parked(flow="order_to_filedrop")[0]
     say(f"order {o1.entity_id} parked: {parked.reason}")
 
@@ -211,3 +211,114 @@ async def _until(check: Callable[[], Any], timeout: float) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+# -- the OA part: an approval answered by a scripted approver ---------------------------------
+@dataclass
+class OaSandboxes:
+    """Synapse (approvals), aiosmtpd (mail) and Radicale (tasks) for the demo, wired through
+    the connectors' environment variables."""
+
+    servers: list[Any] = field(default_factory=list)
+    mail: Any = None
+    approver_token: str = ""
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+
+def start_oa_sandboxes(say: Timeline) -> OaSandboxes:
+    """Start the OA servers and point the hub's connectors at them (env vars)."""
+    import os
+
+    from crmhub.sandbox import synapse
+    from crmhub.sandbox.oa import MailServer, TaskServer
+    from crmhub.sandbox.synapse import SynapseServer
+
+    say("starting the OA sandboxes: Synapse (approvals), aiosmtpd (mail), Radicale (tasks)")
+    oa = OaSandboxes()
+    try:
+        matrix = SynapseServer().start()
+        oa.servers.append(matrix)
+        oa.mail = MailServer().start()
+        oa.servers.append(oa.mail)
+        tasks = TaskServer().start()
+        oa.servers.append(tasks)
+        oa.approver_token = matrix.login("alice", device_id="DEMO-APPROVER")
+    except BaseException:
+        oa.stop()
+        raise
+    say(f"Synapse at {matrix.url} (room {matrix.room_id}, started in "
+        f"{matrix.start_seconds:.1f}s); mail on port {oa.mail.port}; tasks at {tasks.url}")
+    os.environ.update({
+        "MATRIX_URL": matrix.url, "MATRIX_USER": synapse.BOT, "MATRIX_PASSWORD": synapse.PASSWORD,
+        "MATRIX_ROOM_ID": matrix.room_id,
+        "APPROVAL_APPROVERS": synapse.user_id("alice"),
+        "APPROVAL_AMOUNT_LIMITS": '{"EUR": "10000", "CNY": "350000"}',
+        "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(oa.mail.port),
+        "NOTIFY_FINANCE_EMAIL": "finance@example.com",
+        "CALDAV_URL": tasks.url, "CALDAV_USERNAME": tasks.user, "CALDAV_PASSWORD": tasks.password,
+    })
+    return oa
+
+
+async def run_approval_scenario(hub: Hub, say: Timeline, oa: OaSandboxes,
+                                timeout: float = 60.0) -> bool:
+    """A won order above the limit waits for approval; a scripted approver (alice) replies
+    APPROVE in the Matrix room; the order then becomes a Tryton sale and its owner is mailed."""
+    import os
+    from urllib.parse import quote
+
+    import httpx
+
+    from crmhub.sandbox.synapse import user_id
+
+    store = hub.store
+    big = _order("O-1003", "C-2", "EUR", [
+        {"sku": "PUMP-200", "quantity": "12", "unit_price": "1450.00", "tax_rate": "19"}])
+    big = big.model_copy(update={"data": big.data.model_copy(
+        update={"owner": "erika.muster@example.com"})})
+    won_at = time.monotonic()
+    await hub.publish_event(big, "demo")
+    say(f"order O-1003 won ({big.data.total} EUR): above the approval limit of 10000 EUR")
+    def request_id() -> str | None:
+        return store.external_id("approval_request", "approval-O-1003", "matrix")
+
+    request = request_id() if await _until(request_id, timeout) else None
+    if not request:
+        say(f"no approval request within {timeout}s: {store.summary()}")
+        return False
+    requested_at = time.monotonic()
+    await _until(lambda: store.summary()["awaiting_approval"], timeout)
+    say(f"approval requested in the Matrix room ({requested_at - won_at:.2f}s after order.won);"
+        f" crmhub status: awaiting approval {store.summary()['awaiting_approval']}")
+    room = quote(os.environ["MATRIX_ROOM_ID"], safe="")
+    async with httpx.AsyncClient(base_url=os.environ["MATRIX_URL"]) as approver:
+        answer = await approver.put(
+            f"/_matrix/client/v3/rooms/{room}/send/m.room.message/demo-approve-O-1003",
+            headers={"Authorization": f"Bearer {oa.approver_token}"},
+            json={"msgtype": "m.text", "body": "APPROVE budget confirmed",
+                  "m.relates_to": {"m.in_reply_to": {"event_id": request}}})
+        answer.raise_for_status()
+    replied_at = time.monotonic()
+    say(f"{user_id('alice')} (scripted approver) replied: APPROVE budget confirmed")
+    def sale_id() -> str | None:
+        return store.external_id("order", "O-1003", "tryton")
+
+    sale = sale_id() if await _until(sale_id, timeout) else None
+    if not sale:
+        say(f"approved order O-1003 did not reach Tryton within {timeout}s: {store.summary()}")
+        return False
+    done_at = time.monotonic()
+    say(f"order O-1003 approved -> Tryton sale id {sale}: {done_at - replied_at:.2f}s after the "
+        f"reply; round trip order.won -> request -> reply -> sale {done_at - won_at:.2f}s")
+    def mailed() -> list[Any]:
+        return [m for m in oa.mail.messages() if "O-1003" in str(m["Subject"])]
+
+    if not await _until(mailed, timeout):
+        say("the owner was not mailed about O-1003")
+        return False
+    for mail in mailed():
+        say(f"mail to {mail['To']}: {mail['Subject']}")
+    return True

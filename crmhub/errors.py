@@ -26,11 +26,15 @@ class TransientError(HubError):
 class MissingDependency(HubError):
     """The entity this message needs is not bound in the target system yet."""
 
-    def __init__(self, entity: str, canonical_id: str, system: str):
+    def __init__(self, entity: str, canonical_id: str, system: str, *,
+                 wait_seconds: float | None = None):
         super().__init__(f"{entity} {canonical_id!r} is not yet bound in {system}")
         self.entity = entity
         self.canonical_id = canonical_id
         self.system = system
+        #: The least time the parked message must be kept (e.g. until an approval expires);
+        #: its park TTL is the longer of this and park_ttl_seconds.
+        self.wait_seconds = wait_seconds
 
 
 class PermanentError(HubError):

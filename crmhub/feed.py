@@ -8,6 +8,10 @@ A feed polls one stream of one system (posted invoices, payments, shipments ...)
 4. publish each change whose event id the ledger does not know yet, then record it there
 5. move the cursor to the newest change stamp seen (the system's own clock, never ours)
 
+A system that hands out its own opaque position instead (Matrix /sync `next_batch`, a CalDAV
+sync token) sets `opaque_cursor`: `read(client, position)` then returns a `Page` -- the records
+and the position to read from next -- and the poller stores that position as it is (no overlap).
+
 Re-reading the overlap is cheap and catches changes committed late with an earlier stamp;
 event ids derive from (feed, type, entity id, version), so a re-read change gets the id it had
 and the ledger drops it. A record the mapping refuses is dead-lettered once per version (the
@@ -59,12 +63,21 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Page(Generic[R]):
+    """What a feed with an opaque cursor read: the records, and where to read from next."""
+
+    records: Sequence[R]
+    position: str
+
+
+@dataclass(frozen=True)
 class Feed(Generic[C, R]):
     """A change feed: which system and stream, how to read changes, how to map a record.
 
     `read(client, since)` returns the records changed at or after `since` (None: all of them);
     `stamp(record)` is the record's newest change time on the system's clock; `changes` is the
-    pure mapping from one record to the events it implies.
+    pure mapping from one record to the events it implies. With `opaque_cursor`,
+    `read(client, position)` gets the stored position (None at first) and returns a `Page`.
     """
 
     name: str
@@ -72,10 +85,11 @@ class Feed(Generic[C, R]):
     stream: str
     model: type[R]
     source: Callable[[], C]
-    read: Callable[[C, datetime | None], Awaitable[Sequence[R]]]
+    read: Callable[[C, Any], Awaitable[Sequence[R] | Page[R]]]
     stamp: Callable[[R], datetime]
     changes: Callable[[R], list[Change]]
     record_id: Callable[[R], str]
+    opaque_cursor: bool = False
 
 
 def event_id_for(feed: str, change: Change) -> uuid.UUID:
@@ -133,9 +147,12 @@ class Poller(Generic[C, R]):
         if not await hub.db(store.lease_stream, feed.system, feed.stream, self.owner, lease):
             return 0
         position = await hub.db(store.cursor, feed.system, feed.stream)
+        if feed.opaque_cursor:
+            return await self._poll_page(position)
         cursor = datetime.fromisoformat(position) if position else None
         since = cursor - timedelta(seconds=hub.settings.poll_overlap_seconds) if cursor else None
         records = await hub.retrying(feed.system, feed.name, feed.read, self.client, since)
+        assert not isinstance(records, Page), f"feed {feed.name}: a Page needs opaque_cursor"
         published = 0
         newest = cursor
         for record in sorted(records, key=feed.stamp):
@@ -144,6 +161,18 @@ class Poller(Generic[C, R]):
             newest = stamp if newest is None or stamp > newest else newest
         if newest is not None and newest != cursor:
             await hub.db(store.set_cursor, feed.system, feed.stream, newest.isoformat())
+        hub.metrics.feed_polls.labels(feed.name).inc()
+        return published
+
+    async def _poll_page(self, position: str | None) -> int:
+        feed, hub, store = self.feed, self.hub, self.hub.store
+        page = await hub.retrying(feed.system, feed.name, feed.read, self.client, position)
+        assert isinstance(page, Page), f"feed {feed.name} has an opaque cursor: read -> Page"
+        published = 0
+        for record in sorted(page.records, key=feed.stamp):
+            published += await self._publish(record)
+        if page.position != position:
+            await hub.db(store.set_cursor, feed.system, feed.stream, page.position)
         hub.metrics.feed_polls.labels(feed.name).inc()
         return published
 

@@ -453,7 +453,8 @@ class Step(Generic[M, S]):
         await hub.db(hub.store.park, flow=flow.name, group_id=flow.group, message=raw,
                      event_id=str(event.event_id), entity=event.entity,
                      entity_id=event.entity_id, waits=waits, reason=reason,
-                     ttl=timedelta(seconds=hub.settings.park_ttl_seconds))
+                     ttl=timedelta(seconds=max(hub.settings.park_ttl_seconds,
+                                               waits.wait_seconds or 0.0)))
         hub.metrics.parked.labels(flow.name).inc()
         log.info("parked: %s", reason, extra={"flow": flow.name, "event_id": str(event.event_id)})
         # The dependency may have been bound while we were deciding: let the sweeper look.

@@ -639,6 +639,9 @@ class Store:
             ledger = s.exec(select(Ledger.flow, Ledger.status, func.count())
                             .group_by(col(Ledger.flow), col(Ledger.status))).all()
             parked = s.exec(select(Parked.flow, func.count()).group_by(col(Parked.flow))).all()
+            # Orders held back by the approval gate, shown apart from other parked messages.
+            awaiting_approval = s.exec(select(Parked.entity_id).where(
+                col(Parked.waits_entity) == "approval").order_by(col(Parked.id))).all()
             dead = s.exec(select(DeadLetter.flow, DeadLetter.status, func.count())
                           .group_by(col(DeadLetter.flow), col(DeadLetter.status))).all()
         flows: dict[str, dict[str, int]] = {}
@@ -647,6 +650,7 @@ class Store:
         return {
             "flows": flows,
             "parked": dict(parked),
+            "awaiting_approval": list(dict.fromkeys(awaiting_approval)),
             "dead_letters": {f"{flow}/{status}": count for flow, status, count in dead},
             "targets": [
                 {"system": t.system, "down_since": t.down_since, "last_error": t.last_error}

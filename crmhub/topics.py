@@ -21,8 +21,9 @@ INVOICE = "canonical.invoice.v1"
 PAYMENT = "canonical.payment.v1"
 SHIPMENT = "canonical.shipment.v1"
 APPROVAL = "canonical.approval.v1"
+TASK = "canonical.task.v1"
 
-CANONICAL = (CUSTOMER, ORDER, INVOICE, PAYMENT, SHIPMENT, APPROVAL)
+CANONICAL = (CUSTOMER, ORDER, INVOICE, PAYMENT, SHIPMENT, APPROVAL, TASK)
 
 
 def for_entity(entity: str, version: int = 1) -> str:

@@ -11,12 +11,20 @@ from typing import Any
 from crmhub.feed import Feed
 from crmhub.step import Flow
 from flows import (
+    approval_decisions,
+    approval_replies,
+    customer_facts,
     customer_to_erp,
     customer_to_filedrop,
     erp_invoices,
     erp_payments,
+    invoice_notices,
+    oa_tasks,
+    order_approval,
+    order_notices,
     order_to_erp,
     order_to_filedrop,
+    payment_notices,
     scm_shipments,
 )
 
@@ -25,10 +33,18 @@ FLOWS: list[Flow[Any, Any]] = [
     order_to_filedrop.flow,
     customer_to_erp.flow,
     order_to_erp.flow,
+    customer_facts.flow,
+    order_approval.flow,
+    approval_decisions.flow,
+    order_notices.flow,
+    payment_notices.flow,
+    invoice_notices.flow,
 ]
 
 FEEDS: list[Feed[Any, Any]] = [
     erp_invoices.feed,
     erp_payments.feed,
     scm_shipments.feed,
+    approval_replies.feed,
+    oa_tasks.feed,
 ]

@@ -7,6 +7,9 @@ idempotency: ledger(event_id, flow) + the sale's reference is the canonical orde
              finds the sale again (and finishes quote/confirm) instead of creating another
 retry: transient -> backoff until the ERP is back; customer not in the ERP yet -> parked until
        customer_to_erp binds it; unknown product / currency / tax -> DLQ naming it
+approval: an order the APPROVAL_* rules hold back is parked ("awaiting approval": waits for
+       xref approval/<order id>/oa) until approval_decisions binds the decision; rejected or
+       expired -> done without a sale, the order never reaches the ERP (flows/order_approval)
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 from connectors.tryton.erp import SYSTEM, TrytonErp
 from crmhub import topics
 from crmhub.step import Flow, Run
+from flows.oa import approval_rules
+from mappings.oa.approval import gate
 from mappings.tryton import order
 from schemas.canonical import Order
 from schemas.envelope import Event
@@ -21,6 +26,8 @@ from schemas.envelope import Event
 
 async def on_order_won(event: Event[Order], s: Run, erp: TrytonErp) -> None:
     won = event.data
+    if not gate(won, approval_rules(), s.xref):  # parks while awaiting approval
+        return  # rejected or expired: never to the ERP
     s.xref.require("customer", won.customer_id, SYSTEM)  # park before touching the ERP
     catalogue = await s.call(erp.catalogue, order.products_wanted(won), won.currency)
     sale = await s.call(erp.place_sale, order.to_sale(won, s.xref, catalogue))

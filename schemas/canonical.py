@@ -594,3 +594,24 @@ class Approval(CanonicalModel):
                 f"decided_at {self.decided_at} is before requested_at {self.requested_at}"
             )
         return self
+
+
+class Task(CanonicalModel):
+    """A follow-up task for a person, kept in the OA system's task list (a CalDAV VTODO)."""
+
+    id: Id
+    """The VTODO's UID: deterministic from what caused the task (e.g. the overdue invoice)."""
+    title: Text
+    description: str | None = None
+    assignee: Email | None = None
+    due_on: date | None = None
+    state: Literal["open", "completed", "cancelled"] = "open"
+    invoice_id: Id | None = None
+    order_id: Id | None = None
+    completed_at: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _completion_time(self) -> Self:
+        if self.state != "completed" and self.completed_at is not None:
+            raise ValueError("completed_at is only set when the task is completed")
+        return self

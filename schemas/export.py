@@ -11,7 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.canonical import Approval, Customer, Invoice, Order, Payment, Shipment
+from schemas.canonical import (
+    Approval,
+    Customer,
+    Invoice,
+    Order,
+    Payment,
+    Shipment,
+    Task,
+)
 from schemas.envelope import Event
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -23,6 +31,7 @@ CANONICAL_MODELS: dict[str, type[BaseModel]] = {
     "payment": Payment,
     "shipment": Shipment,
     "approval": Approval,
+    "task": Task,
 }
 
 

@@ -90,6 +90,21 @@ def test_parked_list_and_status(store: Store) -> None:
     assert "tryton: UNAVAILABLE since" in status.output and "connection refused" in status.output
     as_json = json.loads(runner.invoke(app, ["status", "--json"]).output)
     assert as_json["parked"] == {"order_to_filedrop": 1}
+    assert "awaiting approval: 0" in status.output and as_json["awaiting_approval"] == []
+
+
+def test_status_shows_orders_awaiting_approval_apart(store: Store) -> None:
+    for number, waits in ((1, "approval"), (2, "approval"), (3, "customer")):
+        store.park(flow="order_to_erp", group_id="erp-orders",
+                   message=RawMessage("t", 0, number, b"k", b"v"), event_id=f"e-{number}",
+                   entity="order", entity_id=f"O-{number}",
+                   waits=MissingDependency(waits, f"O-{number}", "oa"), reason="waiting",
+                   ttl=timedelta(hours=1))
+    status = runner.invoke(app, ["status"])
+    assert "parked: 3" in status.output
+    assert "awaiting approval: 2  O-1 O-2" in status.output
+    as_json = json.loads(runner.invoke(app, ["status", "--json"]).output)
+    assert as_json["awaiting_approval"] == ["O-1", "O-2"]
 
 
 def test_config_check_names_each_problem(monkeypatch: pytest.MonkeyPatch,
@@ -150,4 +165,4 @@ def test_schemas_export(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schemas", "export", str(tmp_path)])
     assert result.exit_code == 0
     assert (tmp_path / "event.order.schema.json").is_file()
-    assert len(list(tmp_path.glob("*.schema.json"))) == 12
+    assert len(list(tmp_path.glob("*.schema.json"))) == 14

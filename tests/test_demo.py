@@ -11,7 +11,9 @@ from pathlib import Path
 
 def test_demo_once_runs_the_scenario_and_exits_zero(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CRMHUB_", "FILEDROP_", "TRYTON_"))}
+           if not k.startswith(("CRMHUB_", "FILEDROP_", "TRYTON_", "MATRIX_", "APPROVAL_",
+                                "SMTP_", "CALDAV_", "NOTIFY_", "CHATBOTS_"))
+           or k == "CRMHUB_SANDBOX_DIR"}
     crmhub = Path(sys.executable).with_name("crmhub")
     result = subprocess.run([str(crmhub), "demo", "--once"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=400)
@@ -30,8 +32,15 @@ def test_demo_once_runs_the_scenario_and_exits_zero(tmp_path: Path) -> None:
     assert "feed -> shipment.delivered" in output
     assert "currency CNY is not set up in the ERP" in output  # O-1001 is a CNY order
     assert "every ERP and SCM change arrived once" in output
+    # the OA half: an order above the limit waits for approval in Matrix, a scripted approver
+    # answers, and the order then becomes a sale; its owner is mailed
+    assert "approval requested in the Matrix room" in output
+    assert "awaiting approval ['O-1003']" in output
+    assert "@alice:hub.local (scripted approver) replied: APPROVE" in output
+    assert re.search(r"order O-1003 approved -> Tryton sale id \d+", output)
+    assert "mail to erika.muster@example.com: Order O-1003 is in the ERP as" in output
     assert "scenario succeeded" in output
     dropped = sorted(p.relative_to(tmp_path / "var/demo/filedrop").as_posix()
                      for p in (tmp_path / "var/demo/filedrop").rglob("*.json"))
     assert dropped == ["customer/C-1.json", "customer/C-2.json", "order/O-1001.json",
-                       "order/O-1002.json"]
+                       "order/O-1002.json", "order/O-1003.json"]

@@ -434,3 +434,27 @@ def test_prometheus_scrapes_every_hub_replica(
     assert sd["type"] == "A"
     assert int(sd["port"]) == int(hub_env["CRMHUB_HTTP_PORT"])
     assert "hub" in services
+
+
+@pytest.mark.parametrize("prefix", ["APPROVAL_", "MATRIX_", "SMTP_", "NOTIFY_", "CHATBOTS_",
+                                    "CALDAV_"])
+def test_oa_env_names_match_the_oa_settings(hub_env: dict[str, str], prefix: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.caldav.settings import CaldavSettings
+    from connectors.chatbots.settings import ChatbotSettings
+    from connectors.matrix.settings import MatrixSettings
+    from connectors.smtp.settings import SmtpSettings
+    from flows.oa import ApprovalSettings, NotifySettings
+
+    settings_class = {"APPROVAL_": ApprovalSettings, "MATRIX_": MatrixSettings,
+                      "SMTP_": SmtpSettings, "NOTIFY_": NotifySettings,
+                      "CHATBOTS_": ChatbotSettings, "CALDAV_": CaldavSettings}[prefix]
+    named = {name for name in hub_env if name.startswith(prefix)}
+    assert named, f"the hub's environment sets no {prefix}* variable"
+    assert {n[len(prefix):].lower() for n in named} <= set(settings_class.model_fields)
+    for name in list(os.environ):
+        if name.startswith(prefix):
+            monkeypatch.delenv(name)
+    for name in named:
+        monkeypatch.setenv(name, interpolate(str(hub_env[name]), DUMMY_ENV))
+    settings_class()  # the compose values validate

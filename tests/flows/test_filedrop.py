@@ -27,9 +27,11 @@ def drop_flows(directory: Path) -> list:  # type: ignore[type-arg]
 def test_every_flow_and_feed_is_listed_once() -> None:
     names = [flow.name for flow in FLOWS]
     assert names == ["customer_to_filedrop", "order_to_filedrop", "customer_to_erp",
-                     "order_to_erp"]
+                     "order_to_erp", "customer_facts", "order_approval", "approval_decisions",
+                     "order_notices", "payment_notices", "invoice_notices"]
     assert len({(flow.topic, flow.group) for flow in FLOWS}) == len(FLOWS)
-    assert [feed.name for feed in FEEDS] == ["erp_invoices", "erp_payments", "scm_shipments"]
+    assert [feed.name for feed in FEEDS] == ["erp_invoices", "erp_payments", "scm_shipments",
+                                             "approval_replies", "oa_tasks"]
     assert len({(feed.system, feed.stream) for feed in FEEDS}) == len(FEEDS)
 
 

@@ -36,6 +36,7 @@ MONEY_FIELDS: dict[str, list[tuple[str | None, str]]] = {
     "payment": [(None, "amount"), ("PaymentAllocation", "amount")],
     "shipment": [("ShipmentLine", "quantity")],
     "approval": [],
+    "task": [],
 }
 
 
@@ -64,6 +65,7 @@ def test_there_is_a_schema_per_model_and_per_event() -> None:
         "payment",
         "shipment",
         "approval",
+        "task",
     }
     assert set(schemas) == set(CANONICAL_MODELS) | {f"event.{name}" for name in CANONICAL_MODELS}
     for name, model in CANONICAL_MODELS.items():

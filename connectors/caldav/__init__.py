@@ -1,0 +1,1 @@
+"""Follow-up tasks as CalDAV VTODOs (Radicale and other CalDAV servers)."""

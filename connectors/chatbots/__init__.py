@@ -1,0 +1,1 @@
+"""DingTalk, WeCom and Feishu group robots: their webhook payloads and signing."""

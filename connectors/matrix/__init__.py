@@ -1,0 +1,1 @@
+"""Matrix (Synapse) as the OA chat: the bot posts approval requests and reads the replies."""

@@ -1,0 +1,204 @@
+"""Async Matrix client-server API client for the hub's bot, and classify(): the only place
+that knows Matrix's HTTP statuses and errcodes.
+
+Logs in once with a fixed device id (Synapse scopes transaction ids per device, so a re-login
+keeps `send` idempotent), logs in again when the server says the token is unknown or expired,
+and turns 429 `retry_after_ms` into TransientError(retry_after=...). Everything above this
+module sees TransientError and PermanentError only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from connectors.matrix.settings import MatrixSettings
+from crmhub.errors import HubError, PermanentError, TransientError
+
+SYSTEM = "matrix"
+_RELOGIN = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"})
+
+
+class MatrixFault(Exception):
+    """An error answer: HTTP status, Matrix errcode and message, retry_after_ms if any."""
+
+    def __init__(self, what: str, status: int, errcode: str = "", error: str = "",
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{what}: HTTP {status} {errcode} {error}".strip()[:500])
+        self.what, self.status, self.errcode, self.error = what, status, errcode, error
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class SyncBatch:
+    """One /sync answer for one room: its timeline events (oldest first) and the next token."""
+
+    next_batch: str
+    events: list[dict[str, Any]]
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+class MatrixClient:
+    def __init__(self, settings: MatrixSettings, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.http = httpx.AsyncClient(
+            base_url=settings.url.rstrip("/"), transport=transport,
+            timeout=httpx.Timeout(settings.timeout_seconds + settings.sync_timeout_ms / 1000))
+        self.token: str | None = None
+        self.user_id: str | None = None
+        self.logins = 0
+        self._login_lock = asyncio.Lock()
+
+    @classmethod
+    def from_env(cls) -> MatrixClient:
+        return cls(MatrixSettings())
+
+    @property
+    def room_id(self) -> str:
+        return self.settings.room_id
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # -- session --------------------------------------------------------------------------
+    async def login(self, stale: str | None = None) -> str:
+        """Log in (once for concurrent callers); `stale` is the token the server refused."""
+        async with self._login_lock:
+            if self.token is not None and self.token != stale:
+                return self.token
+            body = {"type": "m.login.password",
+                    "identifier": {"type": "m.id.user", "user": self.settings.user},
+                    "password": self.settings.password.get_secret_value(),
+                    "device_id": self.settings.device_id,
+                    "initial_device_display_name": "crmhub"}
+            answer = await self._send("login", "POST", "/_matrix/client/v3/login", body, None)
+            self.token, self.user_id = str(answer["access_token"]), str(answer["user_id"])
+            self.logins += 1
+            return self.token
+
+    async def call(self, what: str, method: str, path: str, body: Any = None,
+                   params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """One authenticated request; a refused token means one fresh login and one retry."""
+        token = self.token or await self.login()
+        try:
+            return await self._send(what, method, path, body, token, params)
+        except HubError as exc:
+            if getattr(exc.__cause__, "errcode", "") not in _RELOGIN:
+                raise
+        token = await self.login(stale=token)
+        return await self._send(what, method, path, body, token, params)
+
+    async def _send(self, what: str, method: str, path: str, body: Any, token: str | None,
+                    params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            answer = await self.http.request(method, path, json=body, headers=headers,
+                                             params=params)
+            if answer.status_code != 200:
+                raise _fault(what, answer)
+            data = answer.json()
+        except (httpx.HTTPError, MatrixFault, ValueError) as exc:
+            raise classify(exc) from exc
+        if not isinstance(data, dict):
+            raise PermanentError(f"matrix {what}: answer is not a JSON object", system=SYSTEM)
+        return data
+
+    # -- rooms ----------------------------------------------------------------------------
+    async def send(self, room_id: str, txn_id: str, content: Mapping[str, Any],
+                   event_type: str = "m.room.message") -> str:
+        """Send an event; the same txn_id (per device) returns the same event id again."""
+        path = (f"/_matrix/client/v3/rooms/{_q(room_id)}/send/{_q(event_type)}/{_q(txn_id)}")
+        answer = await self.call("send", "PUT", path, dict(content))
+        return str(answer["event_id"])
+
+    async def event(self, room_id: str, event_id: str) -> dict[str, Any]:
+        return await self.call("event", "GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/event/"
+                               f"{_q(event_id)}")
+
+    async def sync(self, room_id: str, since: str | None, limit: int = 200) -> SyncBatch:
+        """The room's new timeline events since `since` (None: the recent history).
+
+        A gap (`limited`) is filled from /messages back to `since`, so no event is skipped.
+        """
+        room_filter = {"room": {"rooms": [room_id], "timeline": {"limit": limit},
+                                "state": {"lazy_load_members": True}, "ephemeral":
+                                {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}},
+                       "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}}
+        params = {"filter": json.dumps(room_filter), "timeout": str(self.settings.sync_timeout_ms)}
+        if since:
+            params["since"] = since
+        answer = await self.call("sync", "GET", "/_matrix/client/v3/sync", params=params)
+        room = answer.get("rooms", {}).get("join", {}).get(room_id, {})
+        timeline = room.get("timeline", {})
+        events = list(timeline.get("events", []))
+        if timeline.get("limited") and since and timeline.get("prev_batch"):
+            events = await self._gap(room_id, timeline["prev_batch"], since) + events
+        return SyncBatch(str(answer["next_batch"]), events)
+
+    async def _gap(self, room_id: str, start: str, stop: str) -> list[dict[str, Any]]:
+        older: list[dict[str, Any]] = []
+        token: str | None = start
+        while token:
+            page = await self.call("messages", "GET", f"/_matrix/client/v3/rooms/{_q(room_id)}"
+                                   "/messages", params={"from": token, "to": stop, "dir": "b",
+                                                        "limit": "200"})
+            chunk = page.get("chunk", [])
+            older.extend(chunk)
+            token = page.get("end") if chunk else None
+        return list(reversed(older))
+
+
+def _fault(what: str, answer: httpx.Response) -> MatrixFault:
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    retry_ms = body.get("retry_after_ms")
+    retry_after = float(retry_ms) / 1000 if isinstance(retry_ms, int | float) else None
+    if retry_after is None and answer.headers.get("Retry-After", "").isdigit():
+        retry_after = float(answer.headers["Retry-After"])
+    return MatrixFault(what, answer.status_code, str(body.get("errcode", "")),
+                       str(body.get("error", ""))[:200], retry_after)
+
+
+def classify(exc: BaseException) -> HubError:
+    """Every failure of a Matrix call as TransientError (a retry can help) or PermanentError."""
+    if isinstance(exc, HubError):
+        return exc
+    if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
+        return TransientError(f"matrix: {type(exc).__name__}: {exc}", system=SYSTEM)
+    if not isinstance(exc, MatrixFault):
+        return PermanentError(f"matrix: {type(exc).__name__}: {exc}", system=SYSTEM)
+    if exc.status == 429 or exc.errcode == "M_LIMIT_EXCEEDED":
+        return TransientError(f"matrix {exc.what}: rate limited", system=SYSTEM,
+                              retry_after=exc.retry_after if exc.retry_after is not None else 5.0)
+    if exc.status >= 500 or exc.status == 408:
+        return TransientError(str(exc), system=SYSTEM, retry_after=exc.retry_after)
+    if exc.what == "login" and exc.status in (401, 403):
+        # wrong credentials: a configuration problem, so the flow pauses (and says why)
+        # instead of dead-lettering every request until someone fixes MATRIX_PASSWORD
+        return TransientError(f"matrix login refused ({exc.errcode}): check MATRIX_USER / "
+                              "MATRIX_PASSWORD", system=SYSTEM, retry_after=60.0)
+    if exc.errcode in _RELOGIN or exc.status == 401:
+        return TransientError(f"matrix {exc.what}: token refused ({exc.errcode})",
+                              system=SYSTEM)
+    return PermanentError(str(exc), system=SYSTEM)

@@ -1,0 +1,1 @@
+"""Notification mail over SMTP: plain text + HTML, one deterministic Message-ID per notice."""

@@ -1,0 +1,214 @@
+"""The small OA servers for tests and the demo: aiosmtpd (mail) and Radicale (CalDAV tasks).
+
+Each has its own cached venv under ``SANDBOX_ROOT`` (``aiosmtpd-<v>/venv``,
+``radicale-<v>/venv``), a temp dir per run and a free port of 127.0.0.1; they are started in
+their own process group and stopped by PID, like the Tryton and Synapse sandboxes.
+
+- ``MailServer``: ``aiosmtpd -n -l 127.0.0.1:PORT -c aiosmtpd.handlers.Mailbox MAILDIR``;
+  ``messages()`` reads what arrived back with ``mailbox.Maildir``.
+- ``TaskServer``: Radicale with htpasswd auth (plain) and ``owner_only`` rights; one user
+  per ``users`` entry. The caldav client makes its calendars itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import email.message
+import email.policy
+import mailbox
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from crmhub.embedded import free_port
+from crmhub.sandbox.common import (
+    SANDBOX_ROOT,
+    Venv,
+    child_env,
+    failure,
+    kill_group,
+    spawn,
+)
+
+AIOSMTPD_VERSION = "1.4.6"
+RADICALE_VERSION = "3.9.0"
+TIMINGS: dict[str, float] = {}
+MAIL_VENV = Venv(SANDBOX_ROOT / f"aiosmtpd-{AIOSMTPD_VERSION}" / "venv",
+                 (f"aiosmtpd=={AIOSMTPD_VERSION}",), (3, 9), "the mail sandbox",
+                 ("aiosmtpd",), timings={})
+TASK_VENV = Venv(SANDBOX_ROOT / f"radicale-{RADICALE_VERSION}" / "venv",
+                 (f"radicale=={RADICALE_VERSION}",), (3, 9), "the CalDAV sandbox",
+                 ("radicale",), timings={})
+TASK_USER = "crmhub"
+TASK_PASSWORD = "crmhub-sandbox-tasks"
+START_TIMEOUT = 30.0
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer: it is up (401 without credentials)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _smtp_banner(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            return sock.recv(64).startswith(b"220")
+    except OSError:
+        return False
+
+
+@dataclass
+class _Server:
+    """A process on 127.0.0.1:<port> from a venv, in a temp dir of its own."""
+
+    venv: Venv = field(init=False)
+    port: int | None = None
+    directory: Path | None = None
+    start_seconds: float = 0.0
+    start_timeout: float = START_TIMEOUT
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str | Path]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Files the server needs in self.directory before it starts."""
+
+    @property
+    def log_path(self) -> Path:
+        assert self.directory is not None
+        return self.directory / "server.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> Self:
+        started = time.monotonic()
+        self.venv.ensure()
+        self.directory = Path(tempfile.mkdtemp(prefix="run-", dir=self.venv.path.parent))
+        try:
+            self.port = self.port or free_port()
+            self.prepare()
+            cmd = self.command()
+            with self.log_path.open("ab") as out:
+                self._proc = spawn(cmd, out, child_env(), cwd=self.directory)
+            deadline = time.monotonic() + self.start_timeout
+            while not self.ready():
+                code = self._proc.poll()
+                if code is not None:
+                    raise RuntimeError(failure(cmd, code, self.log_path,
+                                               "stopped during start-up"))
+                if time.monotonic() > deadline:
+                    raise RuntimeError(failure(cmd, None, self.log_path,
+                                               f"no answer within {self.start_timeout:.0f} s"))
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        atexit.register(self.stop)
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        atexit.unregister(self.stop)
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            kill_group(proc, 3.0)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+@dataclass
+class MailServer(_Server):
+    """aiosmtpd writing every message it accepts into a Maildir."""
+
+    def __post_init__(self) -> None:
+        self.venv = MAIL_VENV
+
+    @property
+    def maildir(self) -> Path:
+        assert self.directory is not None
+        return self.directory / "maildir"
+
+    def command(self) -> list[str | Path]:
+        return [self.venv.bin("aiosmtpd"), "-n", "-l", f"127.0.0.1:{self.port}",
+                "-c", "aiosmtpd.handlers.Mailbox", self.maildir]
+
+    def ready(self) -> bool:
+        return self.port is not None and _smtp_banner(self.port)
+
+    def messages(self) -> list[email.message.EmailMessage]:
+        """Every message received so far, parsed with the modern email policy."""
+        box = mailbox.Maildir(self.maildir, factory=None, create=False)
+        parsed = []
+        for key in box.keys():
+            raw = box.get_bytes(key)
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            assert isinstance(message, email.message.EmailMessage)
+            parsed.append(message)
+        return parsed
+
+
+@dataclass
+class TaskServer(_Server):
+    """Radicale: htpasswd (plain) auth, owner_only rights, storage in the run's temp dir."""
+
+    user: str = TASK_USER
+    password: str = TASK_PASSWORD
+
+    def __post_init__(self) -> None:
+        self.venv = TASK_VENV
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def prepare(self) -> None:
+        assert self.directory is not None
+        (self.directory / "users").write_text(f"{self.user}:{self.password}\n")
+        (self.directory / "config").write_text(
+            "[server]\n"
+            f"hosts = 127.0.0.1:{self.port}\n"
+            "[auth]\n"
+            "type = htpasswd\n"
+            f"htpasswd_filename = {self.directory / 'users'}\n"
+            "htpasswd_encryption = plain\n"
+            "delay = 0\n"
+            "[rights]\n"
+            "type = owner_only\n"
+            "[storage]\n"
+            f"filesystem_folder = {self.directory / 'collections'}\n"
+            "[logging]\n"
+            "level = warning\n")
+
+    def command(self) -> list[str | Path]:
+        assert self.directory is not None
+        return [self.venv.bin("radicale"), "--config", self.directory / "config"]
+
+    def ready(self) -> bool:
+        return _answers(self.url)

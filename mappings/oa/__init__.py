@@ -1,0 +1,1 @@
+"""Office automation (OA) mappings: approval rules, notices, chat robot payloads, tasks."""
