@@ -27,6 +27,7 @@ from schemas.state import (
     Cursor,
     DeadLetter,
     DeadLetterStatus,
+    IngressSignature,
     Ledger,
     LedgerStatus,
     Parked,
@@ -73,6 +74,8 @@ class Bind:
     system: str
     external_id: str
     version: str | None = None
+    #: hash of the content last synced (echo suppression: unchanged content is not re-sent)
+    hash: str | None = None
 
 
 class Store:
@@ -192,6 +195,8 @@ class Store:
         row.external_id, row.synced_at = bind.external_id, utcnow()
         if bind.version is not None:
             row.last_version = bind.version
+        if bind.hash is not None:
+            row.last_hash = bind.hash
         s.add(row)
         s.flush()
 
@@ -210,6 +215,28 @@ class Store:
             return s.exec(select(Xref.last_version).where(
                 Xref.system == system, Xref.entity == entity,
                 Xref.canonical_id == canonical_id)).first()
+
+    def last_hash(self, entity: str, canonical_id: str, system: str) -> str | None:
+        with self.session() as s:
+            return s.exec(select(Xref.last_hash).where(
+                Xref.system == system, Xref.entity == entity,
+                Xref.canonical_id == canonical_id)).first()
+
+    # -- ingress signatures (webhook replay protection) ------------------------------------------
+    def signature_seen(self, system: str, signature: str) -> bool:
+        with self.session() as s:
+            return s.get(IngressSignature, (system, signature)) is not None
+
+    def remember_signature(self, system: str, signature: str, expires_at: datetime) -> bool:
+        """Record an accepted signature until it expires; False if it was already recorded.
+        Expired rows go in the same transaction (the table holds one tolerance window)."""
+        with self.session() as s:
+            s.exec(delete(IngressSignature).where(
+                col(IngressSignature.expires_at) < utcnow()))
+            if s.get(IngressSignature, (system, signature)) is not None:
+                return False
+            s.add(IngressSignature(system=system, signature=signature, expires_at=expires_at))
+            return True
 
     def canonical_id(self, entity: str, system: str, external_id: str) -> str | None:
         with self.session() as s:

@@ -11,13 +11,20 @@ from typing import Any
 from crmhub.feed import Feed
 from crmhub.step import Flow
 from flows import (
+    approval_to_crm,
+    crm_webhooks,
     customer_to_erp,
     customer_to_filedrop,
     erp_invoices,
     erp_payments,
+    invoice_state_to_crm,
+    invoice_to_crm,
+    order_to_crm,
     order_to_erp,
     order_to_filedrop,
+    payment_to_crm,
     scm_shipments,
+    shipment_to_crm,
 )
 
 FLOWS: list[Flow[Any, Any]] = [
@@ -25,6 +32,13 @@ FLOWS: list[Flow[Any, Any]] = [
     order_to_filedrop.flow,
     customer_to_erp.flow,
     order_to_erp.flow,
+    crm_webhooks.flow,
+    order_to_crm.flow,
+    invoice_to_crm.flow,
+    payment_to_crm.flow,
+    invoice_state_to_crm.flow,
+    shipment_to_crm.flow,
+    approval_to_crm.flow,
 ]
 
 FEEDS: list[Feed[Any, Any]] = [
