@@ -38,7 +38,8 @@ class Signature:
 
     @property
     def key(self) -> str:
-        """What identifies this exact signature (for replay refusal): its first digest."""
+        """What identifies this signature (for replay refusal): its (first, after verify():
+        its matching) digest."""
         return self.digests[0]
 
 
@@ -87,11 +88,12 @@ def verify(secret: str, header: str | None, body: bytes, *, now: float,
         raise SignatureError("the hub has no BottleCRM webhook secret configured "
                              "(BOTTLECRM_WEBHOOK_SECRET)")
     expected = digest(secret, signature.timestamp, body)
-    if not any(hmac.compare_digest(expected, given) for given in signature.digests):
+    matched = [given for given in signature.digests if hmac.compare_digest(expected, given)]
+    if not matched:
         raise SignatureError("signature does not match the body (forged, altered, or signed "
                              "with another secret)")
     age = now - signature.timestamp
     if abs(age) > tolerance:
         when = f"{age:.0f} s ago" if age > 0 else f"{-age:.0f} s in the future"
         raise SignatureError(f"signature expired: signed {when}, tolerance {tolerance:.0f} s")
-    return signature
+    return Signature(signature.timestamp, (matched[0],))

@@ -70,7 +70,13 @@ ORG_NAME = "crmhub sandbox"
 #: The signing key of every JWT (BottleCRM wants >= 32 bytes); a sandbox-only value.
 SECRET_KEY = "crmhub-sandbox-bottlecrm-secret-key-0123456789abcdef"
 #: Bump when the bootstrap script changes: the snapshot is rebuilt on the next prepare.
-BOOTSTRAP_VERSION = 1
+BOOTSTRAP_VERSION = 2
+#: Products the bootstrap creates: the Tryton sandbox's catalogue (same SKUs and list prices),
+#: so a deal built from them becomes a sale of products the ERP has.
+PRODUCTS: tuple[tuple[str, str, str], ...] = (
+    ("WIDGET", "Widget", "12.50"), ("PUMP-200", "Pump 200", "1450.00"),
+    ("SEAL-KIT", "Seal kit", "39.90"), ("VALVE-9", "Valve 9", "89.00"),
+    ("MANUAL", "Operating manual (print)", "19.00"))
 RETRY_SECONDS = 2.0
 DISPATCH_SECONDS = 1.0
 MIGRATE_TIMEOUT = 900.0
@@ -189,8 +195,13 @@ org_id = org.get("org", {}).get("id") or org.get("id")
 switched = call("post", "/api/auth/switch-org/", access, {"org_id": org_id})
 org_access = switched.get("access_token") or switched.get("access")
 minted = call("post", "/api/profile/tokens/", org_access, {"name": "crmhub"})
+products = {}
+for sku, name, price in json.loads(sys.argv[4]):
+    made = call("post", "/api/invoices/products/", org_access,
+                {"name": name, "sku": sku, "price": price, "currency": "EUR"})
+    products[sku] = made["product"]["id"]
 with open(result_path, "w") as handle:
-    json.dump({"org": org, "switched": switched, "token": minted}, handle)
+    json.dump({"org": org, "switched": switched, "token": minted, "products": products}, handle)
 '''
 
 
@@ -215,6 +226,7 @@ def _snapshot_key() -> str:
     stamp = VENV.stamp() or {}
     material = {"freeze": stamp.get("freeze", []), "settings": SETTINGS,
                 "bootstrap": BOOTSTRAP, "bootstrap_version": BOOTSTRAP_VERSION,
+                "products": PRODUCTS,
                 "email": ADMIN_EMAIL, "org": ORG_NAME, "secret": SECRET_KEY}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -276,14 +288,14 @@ def _build_snapshot(key: str) -> dict[str, Any]:
             cwd=staging)
         migrate_seconds = time.monotonic() - started
         result = staging / "bootstrap.json"
-        run([VENV.bin("python"), "-c", BOOTSTRAP, ADMIN_EMAIL, ORG_NAME, result], log, 300,
-            env, cwd=staging)
+        run([VENV.bin("python"), "-c", BOOTSTRAP, ADMIN_EMAIL, ORG_NAME, result,
+             json.dumps(PRODUCTS)], log, 300, env, cwd=staging)
         boot = json.loads(result.read_text())
         token = boot["token"]
         stamp = {
             "key": key, "version": VERSION, "email": ADMIN_EMAIL,
             "org_id": _org_id(boot), "token": token.get("token") or token.get("raw_token"),
-            "bootstrap": boot,
+            "products": boot.get("products", {}),
             "timings": {"migrate_seconds": migrate_seconds,
                         "bootstrap_seconds": time.monotonic() - started - migrate_seconds},
         }
@@ -511,6 +523,15 @@ class BottleCrmServer:
                            {"url": url, "events": list(events), "description": "crmhub"},
                            jwt=True)
         return str(created["id"]), str(created["secret"])
+
+    def unregister_webhook(self, endpoint_id: str) -> None:
+        """Delete the endpoint (an org may have at most 10)."""
+        self.api("DELETE", f"/api/webhooks/{endpoint_id}/", jwt=True)
+
+    @property
+    def products(self) -> dict[str, str]:
+        """The snapshot's products: SKU -> BottleCRM product id."""
+        return dict((read_json(snapshot_dir() / "stamp.json") or {}).get("products", {}))
 
     def deliveries(self, endpoint_id: str) -> list[dict[str, Any]]:
         """The endpoint's delivery log, newest first (status, attempts, response_status)."""
