@@ -1,4 +1,4 @@
-"""The `crmhub` command: run, demo, status, topics, config, dlq, parked, schemas."""
+"""The `crmhub` command: run, demo, status, topics, config, dlq, parked, schemas, backfill."""
 
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ parked_app = typer.Typer(help="Messages parked until a dependency is bound.",
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Canonical schemas.", no_args_is_help=True)
+backfill_app = typer.Typer(help="Initial loads: publish what a system already holds.",
+                           no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(parked_app, name="parked")
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(backfill_app, name="backfill")
 
 
 def _settings() -> HubSettings:
@@ -311,6 +314,46 @@ def parked_list(flow: Annotated[str | None, typer.Option()] = None,
                    f"{row.waits_entity} {row.waits_id} in {row.waits_system}; expires "
                    f"{row.expires_at.isoformat(timespec='seconds')}")
     typer.echo(f"{len(rows)} parked")
+
+
+# -- backfill ------------------------------------------------------------------------------------
+@backfill_app.command("bottlecrm")
+def backfill_bottlecrm(kind: Annotated[str, typer.Argument(help="accounts or deals")]) -> None:
+    """Publish BottleCRM's accounts (customer.upserted) or won deals (order.won), page by
+    page; a re-run publishes only what changed since. Needs CRMHUB_BOOTSTRAP_SERVERS and the
+    BOTTLECRM_* connection settings."""
+    from rich.progress import Progress
+
+    from connectors.bottlecrm.client import BottleCrm
+    from crmhub.backfill import KINDS, Backfill
+    from crmhub.errors import HubError
+
+    if kind not in KINDS:
+        typer.echo(f"unknown kind {kind!r}: one of {', '.join(KINDS)}", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    if settings.embedded_broker:
+        typer.echo("no CRMHUB_BOOTSTRAP_SERVERS configured: a backfill publishes to the "
+                   "broker the running hubs read, so name it", err=True)
+        raise typer.Exit(2)
+
+    async def go() -> Any:
+        async with BottleCrm.from_env() as crm:
+            with Progress(transient=False) as bar:
+                task = bar.add_task(f"bottlecrm {kind}", total=None)
+                return await Backfill(settings, crm).run(
+                    kind, lambda n, total: bar.update(task, advance=n, total=total))
+
+    try:
+        counts = asyncio.run(go())
+    except HubError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{counts.read} read, {counts.published} published, {counts.unchanged} "
+               f"unchanged since the last run, {counts.skipped} not won, "
+               f"{len(counts.refused)} refused")
+    for reason in counts.refused:
+        typer.echo(f"  refused: {reason}", err=True)
 
 
 def main() -> None:  # pragma: no cover
