@@ -120,9 +120,11 @@ def demo(once: Annotated[bool, typer.Option(
         Timeline,
         demo_settings,
         prepare,
+        run_crm_scenario,
         run_erp_scenario,
         run_scenario,
     )
+    from crmhub.sandbox.bottlecrm import BottleCrmServer
     from crmhub.sandbox.tryton import TrytonServer, template_info
 
     drop = prepare(DEMO_DIR)
@@ -143,7 +145,8 @@ def demo(once: Annotated[bool, typer.Option(
     for name, value in (("URL", tryton.url), ("DATABASE", tryton.database),
                         ("USER", tryton.user), ("PASSWORD", tryton.password.get_secret_value())):
         os.environ[f"TRYTON_{name}"] = value
-    settings = demo_settings(DEMO_DIR)
+    crm_server, port = _start_bottlecrm(say, BottleCrmServer(), erp_server.stop)
+    settings = demo_settings(DEMO_DIR, http_port=port)
 
     async def scenario(hub: Any) -> int:
         ok = await run_scenario(hub, say)
@@ -153,8 +156,9 @@ def demo(once: Annotated[bool, typer.Option(
             typer.echo(f"  {path}")
         if ok:
             async with TrytonClient(tryton) as erp:
-                ok = await run_erp_scenario(hub, say, erp,
-                                            template_info()["seeded"]["payment_method"])
+                method = template_info()["seeded"]["payment_method"]
+                ok = await run_erp_scenario(hub, say, erp, method)
+                ok = ok and await run_crm_scenario(hub, say, crm_server, erp, method)
         typer.echo("scenario " + ("succeeded" if ok else "FAILED"))
         if ok and not once:
             typer.echo("hub keeps running; try `curl localhost:PORT/status`. Ctrl-C to stop.")
@@ -164,8 +168,31 @@ def demo(once: Annotated[bool, typer.Option(
     try:
         code = asyncio.run(_serve(settings, once=scenario))
     finally:
+        crm_server.stop()
         erp_server.stop()
     raise typer.Exit(code)
+
+
+def _start_bottlecrm(say: Any, server: Any, on_failure: Any) -> tuple[Any, int]:
+    """The demo's BottleCRM, its webhook pointed at the hub's ingress (on a port picked now);
+    the connector's BOTTLECRM_* settings in the environment for the hub's flows."""
+    from crmhub.embedded import free_port
+
+    say("starting the BottleCRM sandbox (the CRM; the first run builds it, a few minutes)")
+    try:
+        server.start()
+        port = free_port()
+        _, secret = server.register_webhook(f"http://127.0.0.1:{port}/ingress/bottlecrm")
+    except RuntimeError as exc:
+        server.stop()
+        on_failure()
+        typer.echo(f"error: the BottleCRM sandbox did not start: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    say(f"BottleCRM {server.url} (started in {server.start_seconds:.1f}s), webhooks to "
+        f"http://127.0.0.1:{port}/ingress/bottlecrm")
+    os.environ.update(BOTTLECRM_URL=server.url, BOTTLECRM_TOKEN=server.token,
+                      BOTTLECRM_WEBHOOK_SECRET=secret, BOTTLECRM_DEFAULT_TAX_RATE="19")
+    return server, port
 
 
 # -- status ------------------------------------------------------------------------------------

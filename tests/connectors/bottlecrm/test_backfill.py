@@ -10,12 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from crmhub import topics
 from crmhub.embedded import EmbeddedBroker
 from crmhub.sandbox.bottlecrm import BottleCrmServer
 from crmhub.store import Store
 from tests.conftest import read_topic
 from tests.connectors.bottlecrm.conftest import in_thread, new_account, new_deal, unique, win
+
+# The first test to ask for the BottleCRM sandbox may build it: a venv and ~2-3 minutes of
+# migrations on a fresh machine.
+pytestmark = pytest.mark.timeout(900)
 
 
 async def backfill(kind: str, env: dict[str, str]) -> tuple[int, str]:

@@ -21,6 +21,10 @@ from tests.connectors.bottlecrm.conftest import (
     win,
 )
 
+# The first test to ask for the BottleCRM sandbox may build it: a venv and ~2-3 minutes of
+# migrations on a fresh machine.
+pytestmark = pytest.mark.timeout(900)
+
 
 async def test_accounts_are_listed_page_by_page(bottlecrm_server: BottleCrmServer) -> None:
     names = [unique("深圳华强 Paging") for _ in range(3)]

@@ -55,6 +55,10 @@ from tests.connectors.bottlecrm.conftest import (
 from tests.connectors.tryton.conftest import settings_for, started
 from tests.connectors.tryton.test_erp_flows import erp_feeds, erp_flows, sales_for
 
+# The first test to ask for the BottleCRM sandbox may build it: a venv and ~2-3 minutes of
+# migrations on a fresh machine.
+pytestmark = pytest.mark.timeout(900)
+
 CRM_FLOWS = (crm_webhooks, order_to_crm, invoice_to_crm, payment_to_crm, invoice_state_to_crm,
              shipment_to_crm, approval_to_crm)
 
