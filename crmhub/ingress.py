@@ -59,18 +59,24 @@ def event_id_for(delivery: str) -> uuid.UUID:
 def create_router(hub: Hub, settings: BottleCrmSettings | None = None) -> APIRouter:
     crm = settings or BottleCrmSettings()
     router = APIRouter()
+    kafka_down = False  # since our last 503: the next accepted delivery marks Kafka up
 
     @router.post("/ingress/bottlecrm", status_code=202)
     async def bottlecrm_webhook(request: Request) -> JSONResponse:
         """A signed BottleCRM webhook delivery (see the module docstring)."""
+        nonlocal kafka_down
         try:
             outcome, answer = await _accept(hub, crm, request)
         except Refused as exc:
             hub.metrics.ingress.labels(SYSTEM, exc.outcome).inc()
             log.warning("bottlecrm webhook refused (%s): %s", exc.outcome, exc.reason)
+            kafka_down = kafka_down or exc.outcome == "unavailable"
             return JSONResponse({"accepted": False, "reason": exc.reason},
                                 status_code=exc.status)
         hub.metrics.ingress.labels(SYSTEM, outcome).inc()
+        if kafka_down and outcome == "accepted":
+            kafka_down = False
+            await hub.target_up("kafka")
         return JSONResponse({"accepted": True, **answer}, status_code=202)
 
     return router

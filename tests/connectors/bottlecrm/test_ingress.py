@@ -152,6 +152,7 @@ async def test_a_broker_that_does_not_answer_gets_503_in_seconds_and_the_retry_i
     assert answer.status_code == 503, answer.text
     assert took < 5, f"503 took {took:.1f}s"
     assert hub_ingress.count("unavailable") == 1
+    assert [t.system for t in hub_ingress.hub.store.targets() if t.down_since] == ["kafka"]
     # the CRM retries later, signed anew (and even the same signature would not count as a
     # replay: it is remembered only once published)
     for _ in range(50):
@@ -160,6 +161,7 @@ async def test_a_broker_that_does_not_answer_gets_503_in_seconds_and_the_retry_i
             break
         await asyncio.sleep(0.2)
     assert retry.status_code == 202, retry.text
+    assert not [t for t in hub_ingress.hub.store.targets() if t.down_since]  # up again
     events = [decode_event(r.value, Webhook) for r in await hub_ingress.published(3)]
     assert {e.event_id for e in events} == {ingress.event_id_for(delivery_id)}
 
