@@ -1,4 +1,4 @@
-"""The `crmhub` command: run, demo, status, topics, config, dlq, parked, schemas."""
+"""The `crmhub` command: run, demo, status, topics, config, dlq, parked, schemas, backfill."""
 
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ parked_app = typer.Typer(help="Messages parked until a dependency is bound.",
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Canonical schemas.", no_args_is_help=True)
+backfill_app = typer.Typer(help="Initial loads: publish what a system already holds.",
+                           no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(parked_app, name="parked")
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(backfill_app, name="backfill")
 
 
 def _settings() -> HubSettings:
@@ -119,10 +122,12 @@ def demo(once: Annotated[bool, typer.Option(
         demo_settings,
         prepare,
         run_approval_scenario,
+        run_crm_scenario,
         run_erp_scenario,
         run_scenario,
         start_oa_sandboxes,
     )
+    from crmhub.sandbox.bottlecrm import BottleCrmServer
     from crmhub.sandbox.tryton import TrytonServer, template_info
 
     drop = prepare(DEMO_DIR)
@@ -143,13 +148,15 @@ def demo(once: Annotated[bool, typer.Option(
     for name, value in (("URL", tryton.url), ("DATABASE", tryton.database),
                         ("USER", tryton.user), ("PASSWORD", tryton.password.get_secret_value())):
         os.environ[f"TRYTON_{name}"] = value
+    crm_server, port = _start_bottlecrm(say, BottleCrmServer(), erp_server.stop)
     try:
         oa = start_oa_sandboxes(say)
     except RuntimeError as exc:
+        crm_server.stop()
         erp_server.stop()
         typer.echo(f"error: an OA sandbox did not start: {exc}", err=True)
         raise typer.Exit(1) from exc
-    settings = demo_settings(DEMO_DIR)
+    settings = demo_settings(DEMO_DIR, http_port=port)
 
     async def scenario(hub: Any) -> int:
         ok = await run_scenario(hub, say)
@@ -159,8 +166,9 @@ def demo(once: Annotated[bool, typer.Option(
             typer.echo(f"  {path}")
         if ok:
             async with TrytonClient(tryton) as erp:
-                ok = await run_erp_scenario(hub, say, erp,
-                                            template_info()["seeded"]["payment_method"])
+                method = template_info()["seeded"]["payment_method"]
+                ok = await run_erp_scenario(hub, say, erp, method)
+                ok = ok and await run_crm_scenario(hub, say, crm_server, erp, method)
         ok = ok and await run_approval_scenario(hub, say, oa)
         typer.echo("scenario " + ("succeeded" if ok else "FAILED"))
         if ok and not once:
@@ -171,9 +179,32 @@ def demo(once: Annotated[bool, typer.Option(
     try:
         code = asyncio.run(_serve(settings, once=scenario))
     finally:
+        crm_server.stop()
         erp_server.stop()
         oa.stop()
     raise typer.Exit(code)
+
+
+def _start_bottlecrm(say: Any, server: Any, on_failure: Any) -> tuple[Any, int]:
+    """The demo's BottleCRM, its webhook pointed at the hub's ingress (on a port picked now);
+    the connector's BOTTLECRM_* settings in the environment for the hub's flows."""
+    from crmhub.embedded import free_port
+
+    say("starting the BottleCRM sandbox (the CRM; the first run builds it, a few minutes)")
+    try:
+        server.start()
+        port = free_port()
+        _, secret = server.register_webhook(f"http://127.0.0.1:{port}/ingress/bottlecrm")
+    except RuntimeError as exc:
+        server.stop()
+        on_failure()
+        typer.echo(f"error: the BottleCRM sandbox did not start: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    say(f"BottleCRM {server.url} (started in {server.start_seconds:.1f}s), webhooks to "
+        f"http://127.0.0.1:{port}/ingress/bottlecrm")
+    os.environ.update(BOTTLECRM_URL=server.url, BOTTLECRM_TOKEN=server.token,
+                      BOTTLECRM_WEBHOOK_SECRET=secret, BOTTLECRM_DEFAULT_TAX_RATE="19")
+    return server, port
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -325,6 +356,46 @@ def parked_list(flow: Annotated[str | None, typer.Option()] = None,
                    f"{row.waits_entity} {row.waits_id} in {row.waits_system}; expires "
                    f"{row.expires_at.isoformat(timespec='seconds')}")
     typer.echo(f"{len(rows)} parked")
+
+
+# -- backfill ------------------------------------------------------------------------------------
+@backfill_app.command("bottlecrm")
+def backfill_bottlecrm(kind: Annotated[str, typer.Argument(help="accounts or deals")]) -> None:
+    """Publish BottleCRM's accounts (customer.upserted) or won deals (order.won), page by
+    page; a re-run publishes only what changed since. Needs CRMHUB_BOOTSTRAP_SERVERS and the
+    BOTTLECRM_* connection settings."""
+    from rich.progress import Progress
+
+    from connectors.bottlecrm.client import BottleCrm
+    from crmhub.backfill import KINDS, Backfill
+    from crmhub.errors import HubError
+
+    if kind not in KINDS:
+        typer.echo(f"unknown kind {kind!r}: one of {', '.join(KINDS)}", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    if settings.embedded_broker:
+        typer.echo("no CRMHUB_BOOTSTRAP_SERVERS configured: a backfill publishes to the "
+                   "broker the running hubs read, so name it", err=True)
+        raise typer.Exit(2)
+
+    async def go() -> Any:
+        async with BottleCrm.from_env() as crm:
+            with Progress(transient=False) as bar:
+                task = bar.add_task(f"bottlecrm {kind}", total=None)
+                return await Backfill(settings, crm).run(
+                    kind, lambda n, total: bar.update(task, advance=n, total=total))
+
+    try:
+        counts = asyncio.run(go())
+    except HubError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{counts.read} read, {counts.published} published, {counts.unchanged} "
+               f"unchanged since the last run, {counts.skipped} not won, "
+               f"{len(counts.refused)} refused")
+    for reason in counts.refused:
+        typer.echo(f"  refused: {reason}", err=True)
 
 
 def main() -> None:  # pragma: no cover

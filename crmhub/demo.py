@@ -6,11 +6,14 @@ every flow and feed in flows.FLOWS / flows.FEEDS. A won order arrives before its
 garbage (dead-lettered, nothing stalls). The EUR order becomes a confirmed Tryton sale; its
 invoice is posted, paid in two parts and its goods shipped in Tryton, and the feeds bring
 each change back as a canonical event. The CNY order is refused by the ERP (no CNY there).
+Then the CRM loop with BottleCRM (run_crm_scenario): a deal won in BottleCRM becomes a Tryton
+sale whose number shows on the deal, and the ERP's invoice, paid in Tryton, ends Paid there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import time
@@ -28,6 +31,7 @@ from connectors.tryton.client import TrytonClient
 from crmhub import topics
 from crmhub.hub import Hub
 from crmhub.sandbox import tryton_ops
+from crmhub.sandbox.bottlecrm import BottleCrmServer
 from crmhub.settings import HubSettings
 from schemas.canonical import Address, Customer, Order
 from schemas.envelope import Event, Source
@@ -211,6 +215,101 @@ async def _until(check: Callable[[], Any], timeout: float) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+async def run_crm_scenario(hub: Hub, say: Timeline, crm: BottleCrmServer, erp: TrytonClient,
+                           payment_method: int, timeout: float = 90.0) -> bool:
+    """The CRM loop with BottleCRM: a deal won there becomes a confirmed Tryton sale whose
+    number shows on the deal; the ERP's invoice appears in the CRM and, paid in Tryton in two
+    parts, ends Paid in the CRM. Each step narrated with its latency."""
+    store = hub.store
+
+    async def until(what: str, check: Callable[[], Any], since: float) -> Any:
+        found = await _until_value(check, timeout)
+        if found is None:
+            say(f"{what} did not happen within {timeout:.0f}s: {store.summary()}")
+        else:
+            say(f"{what}, {time.monotonic() - since:.2f}s later")
+        return found
+
+    deal = await asyncio.to_thread(_crm_deal, crm)
+    say(f"BottleCRM: account 'Müller Anlagenbau GmbH', deal {deal} with 1 x PUMP-200 at "
+        "1450.00 and 2 x SEAL-KIT at 39.90 (EUR)")
+    won_at = time.monotonic()
+    await asyncio.to_thread(crm.api, "PATCH", f"/api/opportunities/{deal}/",
+                            {"stage": "CLOSED_WON", "closed_on": date.today().isoformat()})
+    say("BottleCRM: the deal is marked won (a signed webhook goes to the hub's ingress)")
+    sale_id = await until("  -> Tryton sale confirmed",
+                          lambda: store.external_id("order", deal, "tryton"), won_at)
+    if sale_id is None:
+        return False
+    (sale,) = await erp.read("sale.sale", [int(sale_id)], ["number", "state", "total_amount"])
+    say(f"     sale {sale['number']} ({sale['state']}, {sale['total_amount']} EUR incl. 19% tax)")
+    note = f"ERP order {sale['number']}"
+    if not await until(f"  -> BottleCRM deal shows '{note}'",
+                       lambda: any(note in c for c in _crm_comments(crm, deal)), won_at):
+        return False
+    (invoice_id,) = await tryton_ops.sale_invoices(erp, int(sale_id))
+    await tryton_ops.post_invoice(erp, invoice_id)
+    posted_at = time.monotonic()
+    (invoice,) = await erp.read("account.invoice", [invoice_id], ["number", "total_amount"])
+    total = Decimal(invoice["total_amount"])
+    say(f"Tryton: invoice {invoice['number']} posted ({total} EUR)")
+    crm_invoice = await until("  -> invoice in BottleCRM", lambda: store.external_id(
+        "invoice", f"tryton-invoice-{invoice_id}", "bottlecrm"), posted_at)
+    if crm_invoice is None:
+        return False
+    shown = await asyncio.to_thread(crm.api, "GET", f"/api/invoices/{crm_invoice}/")
+    say(f"     {shown['invoice']['invoice_number']} '{shown['invoice']['invoice_title']}' "
+        f"({shown['invoice']['status']}, {shown['invoice']['total_amount']} EUR)")
+    first = (total / 2).quantize(Decimal("0.01"))
+    for amount, status in ((first, "Partially_Paid"), (total - first, "Paid")):
+        await tryton_ops.pay_invoice(erp, invoice_id, amount, payment_method)
+        paid_at = time.monotonic()
+        say(f"Tryton: {amount} EUR received")
+        if not await until(f"  -> BottleCRM invoice {status}",
+                           functools.partial(_crm_status_is, crm, crm_invoice, status), paid_at):
+            return False
+    payments = await asyncio.to_thread(crm.api, "GET", f"/api/invoices/{crm_invoice}/payments/")
+    say("     payments in BottleCRM: " + ", ".join(
+        f"{p['amount']} ({p['reference_number']})" for p in payments))
+    say(f"CRM loop done: deal won -> ERP sale -> invoice -> paid, in "
+        f"{time.monotonic() - won_at:.1f}s")
+    return True
+
+
+def _crm_deal(crm: BottleCrmServer) -> str:
+    account = crm.api("POST", "/api/accounts/", {
+        "name": "Müller Anlagenbau GmbH", "email": "einkauf@mueller.example",
+        "city": "Stuttgart", "country": "DE", "currency": "EUR"})["id"]
+    contact = crm.api("POST", "/api/contacts/", {
+        "first_name": "Jana", "last_name": "Müller", "email": "jana@mueller.example",
+        "account": account})["id"]
+    deal = str(crm.api("POST", "/api/opportunities/", {
+        "name": "Pump station Esslingen", "account": account, "stage": "NEGOTIATION",
+        "currency": "EUR", "contacts": [contact]})["id"])
+    for sku, quantity, price in (("PUMP-200", "1", "1450.00"), ("SEAL-KIT", "2", "39.90")):
+        crm.api("POST", f"/api/opportunities/{deal}/line-items/", {
+            "product_id": crm.products[sku], "quantity": quantity, "unit_price": price})
+    return deal
+
+
+def _crm_comments(crm: BottleCrmServer, deal: str) -> list[str]:
+    return [c["comment"] for c in crm.api("GET", f"/api/opportunities/{deal}/")["comments"]]
+
+
+def _crm_status_is(crm: BottleCrmServer, invoice: str, status: str) -> bool:
+    return bool(crm.api("GET", f"/api/invoices/{invoice}/")["invoice"]["status"] == status)
+
+
+async def _until_value(check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    return None
 
 
 # -- the OA part: an approval answered by a scripted approver ---------------------------------

@@ -1,4 +1,5 @@
-"""The hub's HTTP side (uvicorn): /healthz, /readyz, /metrics, /status, and the console.
+"""The hub's HTTP side (uvicorn): /healthz, /readyz, /metrics, /status, the webhook ingress
+(POST /ingress/bottlecrm, see crmhub/ingress.py), and the console.
 
 Console (GET /dead-letters, GET /dead-letters/{id}, GET /parked, POST /dead-letters/replay,
 POST /dead-letters/{id}/discard) shows payloads and changes state, so every console call
@@ -18,13 +19,17 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from connectors.bottlecrm.settings import BottleCrmSettings
+from crmhub import ingress
 from crmhub.hub import Hub
 from crmhub.store import RawMessage, describe_bytes
 from schemas.state import DeadLetter
 
 
-def create_app(hub: Hub) -> FastAPI:
+def create_app(hub: Hub, *, bottlecrm: BottleCrmSettings | None = None) -> FastAPI:
+    """`bottlecrm`: the webhook ingress's settings (default: BOTTLECRM_* from the env)."""
     app = FastAPI(title="crmhub", version="0.1.0", docs_url=None, redoc_url=None)
+    app.include_router(ingress.create_router(hub, bottlecrm))
     started = time.monotonic()
 
     @app.get("/healthz")
@@ -134,9 +139,11 @@ def _letter(row: DeadLetter) -> dict[str, Any]:
 class HttpServer:
     """uvicorn in the hub's event loop; port 0 picks a free port (see .port after start)."""
 
-    def __init__(self, hub: Hub, host: str, port: int) -> None:
+    def __init__(self, hub: Hub, host: str, port: int, *,
+                 bottlecrm: BottleCrmSettings | None = None) -> None:
         # log_config=None: logging is configured once, by crmhub.logs, not again by uvicorn.
-        config = uvicorn.Config(create_app(hub), host=host, port=port, log_config=None,
+        config = uvicorn.Config(create_app(hub, bottlecrm=bottlecrm), host=host, port=port,
+                                log_config=None,
                                 access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None

@@ -310,6 +310,23 @@ class Hub:
 
         await self.retrying("kafka", "publish", send)
 
+    async def publish_within(self, topic: str, value: bytes | None, key: bytes | None,
+                             headers: Sequence[tuple[str, bytes]], timeout: float) -> None:
+        """publish_raw with a deadline instead of endless retries, for callers that must
+        answer someone (the webhook ingress): TransientError when Kafka has not taken the
+        message within `timeout` seconds. A send still queued in the producer at that point
+        may arrive later; the caller's retry then carries the same event id."""
+        producer = self.producer
+        if producer is None:
+            raise TransientError("the hub is not started", system="kafka")
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait(topic, value, key=key, headers=list(headers)), timeout)
+        except (KafkaError, TimeoutError) as exc:
+            error = "timed out" if isinstance(exc, TimeoutError) else repr(exc)
+            raise TransientError(f"publish to {topic} failed within {timeout:.1f}s: {error}",
+                                 system="kafka") from exc
+
     async def publish_event(self, event: Event[Any], flow: str) -> None:
         await self.publish_events([event], flow)
 

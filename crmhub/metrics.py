@@ -36,6 +36,9 @@ class Metrics:
             "(0 while it is up)", ["system"], registry=self.registry)
         self.feed_polls = Counter("crmhub_feed_polls", "Polls a change feed finished",
                                   labels, registry=self.registry)
+        self.ingress = Counter("crmhub_ingress_requests",
+                               "Webhook deliveries received, by system and outcome",
+                               ["system", "outcome"], registry=self.registry)
         self.broker_restarts = Counter("crmhub_broker_restarts",
                                        "Embedded broker restarts (each one is a fresh broker)",
                                        registry=self.registry)

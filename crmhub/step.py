@@ -103,6 +103,14 @@ class Xrefs:
                 return bind.external_id
         return self._run.step.hub.store.external_id(entity, canonical_id, system)
 
+    def last_hash(self, entity: str, canonical_id: str, system: str) -> str | None:
+        """The content hash last bound for this entity in `system` (see Run.bind)."""
+        for bind in reversed(self._run.binds):
+            if (bind.entity, bind.canonical_id, bind.system) == (entity, canonical_id, system):
+                if bind.hash is not None:
+                    return bind.hash
+        return self._run.step.hub.store.last_hash(entity, canonical_id, system)
+
     def require(self, entity: str, canonical_id: str, system: str) -> str:
         external = self.get(entity, canonical_id, system)
         if external is None:
@@ -142,15 +150,16 @@ class Run:
         return await fn(*args, **kwargs)
 
     def bind(self, entity: str, canonical_id: str, system: str, external_id: str,
-             version: str | None = None) -> None:
+             version: str | None = None, *, hash: str | None = None) -> None:
         """Record canonical id <-> external id; written with the ledger row in one transaction.
 
         Binding the event's own entity records the event's version, so older updates that
-        arrive later are recognised as stale and skipped.
+        arrive later are recognised as stale and skipped. `hash` records the content synced
+        (xref.last_hash): a flow compares it to tell a real change from its own echo.
         """
         if version is None and (entity, canonical_id) == (self.event.entity, self.event.entity_id):
             version = self.event.version_key()
-        self.binds.append(Bind(entity, canonical_id, system, str(external_id), version))
+        self.binds.append(Bind(entity, canonical_id, system, str(external_id), version, hash))
 
     def emit(self, event: Event[Any]) -> None:
         self.emitted.append(event)

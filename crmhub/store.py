@@ -42,6 +42,7 @@ from schemas.state import (
     Cursor,
     DeadLetter,
     DeadLetterStatus,
+    IngressSignature,
     Ledger,
     LedgerStatus,
     Parked,
@@ -88,12 +89,15 @@ class Bind:
     system: str
     external_id: str
     version: str | None = None
+    #: hash of the content last synced (echo suppression: unchanged content is not re-sent)
+    hash: str | None = None
 
 
 def _xref_values(bind: Bind) -> dict[str, Any]:
     """The xref columns a bind writes besides its key. None keeps what the row has, so a
     new optional Bind field (e.g. a content hash for `last_hash`) is one more line here."""
-    return {"external_id": bind.external_id, "last_version": bind.version}
+    return {"external_id": bind.external_id, "last_version": bind.version,
+            "last_hash": bind.hash}
 
 
 @dataclass(frozen=True)
@@ -343,6 +347,8 @@ class Store:
         row.external_id, row.synced_at = bind.external_id, utcnow()
         if bind.version is not None:
             row.last_version = bind.version
+        if bind.hash is not None:
+            row.last_hash = bind.hash
         s.add(row)
         s.flush()
 
@@ -362,6 +368,28 @@ class Store:
             return s.exec(select(Xref.last_version).where(
                 Xref.system == system, Xref.entity == entity,
                 Xref.canonical_id == canonical_id)).first()
+
+    def last_hash(self, entity: str, canonical_id: str, system: str) -> str | None:
+        with self.session() as s:
+            return s.exec(select(Xref.last_hash).where(
+                Xref.system == system, Xref.entity == entity,
+                Xref.canonical_id == canonical_id)).first()
+
+    # -- ingress signatures (webhook replay protection) ------------------------------------------
+    def signature_seen(self, system: str, signature: str) -> bool:
+        with self.session() as s:
+            return s.get(IngressSignature, (system, signature)) is not None
+
+    def remember_signature(self, system: str, signature: str, expires_at: datetime) -> bool:
+        """Record an accepted signature until it expires; False if it was already recorded.
+        Expired rows go in the same transaction (the table holds one tolerance window)."""
+        with self.session() as s:
+            s.exec(delete(IngressSignature).where(
+                col(IngressSignature.expires_at) < utcnow()))
+            if s.get(IngressSignature, (system, signature)) is not None:
+                return False
+            s.add(IngressSignature(system=system, signature=signature, expires_at=expires_at))
+            return True
 
     def canonical_id(self, entity: str, system: str, external_id: str) -> str | None:
         with self.session() as s:

@@ -24,6 +24,8 @@ APPROVAL = "canonical.approval.v1"
 TASK = "canonical.task.v1"
 
 CANONICAL = (CUSTOMER, ORDER, INVOICE, PAYMENT, SHIPMENT, APPROVAL, TASK)
+#: Raw topics the HTTP ingress publishes to (created even when their flow runs elsewhere).
+INGRESS = ("bottlecrm.webhook.raw",)
 
 
 def for_entity(entity: str, version: int = 1) -> str:
@@ -52,13 +54,13 @@ def poll(system: str, stream: str) -> str:
 
 def hub_topics(flow_topics: Iterable[tuple[str, str]], partitions: int,
                feed_dlqs: Iterable[str] = ()) -> list[TopicSpec]:
-    """Every canonical topic plus, for each (topic, group) a flow consumes, the topic and its DLQ,
-    plus the feeds' DLQs.
+    """Every canonical and ingress topic plus, for each (topic, group) a flow consumes, the
+    topic and its DLQ, plus the feeds' DLQs.
 
     DLQs get one partition: they are read by people, not at volume, and one partition keeps
     them in failure order.
     """
-    specs = {name: TopicSpec(name, partitions) for name in CANONICAL}
+    specs = {name: TopicSpec(name, partitions) for name in (*CANONICAL, *INGRESS)}
     for topic, group in flow_topics:
         specs.setdefault(topic, TopicSpec(topic, partitions))
         specs[dlq(topic, group)] = TopicSpec(dlq(topic, group), 1)

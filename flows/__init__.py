@@ -13,19 +13,26 @@ from crmhub.step import Flow
 from flows import (
     approval_decisions,
     approval_replies,
+    approval_to_crm,
+    crm_webhooks,
     customer_facts,
     customer_to_erp,
     customer_to_filedrop,
     erp_invoices,
     erp_payments,
     invoice_notices,
+    invoice_state_to_crm,
+    invoice_to_crm,
     oa_tasks,
     order_approval,
     order_notices,
+    order_to_crm,
     order_to_erp,
     order_to_filedrop,
     payment_notices,
+    payment_to_crm,
     scm_shipments,
+    shipment_to_crm,
 )
 
 FLOWS: list[Flow[Any, Any]] = [
@@ -39,6 +46,13 @@ FLOWS: list[Flow[Any, Any]] = [
     order_notices.flow,
     payment_notices.flow,
     invoice_notices.flow,
+    crm_webhooks.flow,
+    order_to_crm.flow,
+    invoice_to_crm.flow,
+    payment_to_crm.flow,
+    invoice_state_to_crm.flow,
+    shipment_to_crm.flow,
+    approval_to_crm.flow,
 ]
 
 FEEDS: list[Feed[Any, Any]] = [

@@ -6,6 +6,7 @@ cursor       polling position per connector stream
 dead_letter  index of dead-lettered messages, with the original bytes for replay
 parked       messages waiting for a cross-reference to be bound
 target_status  which target systems are failing since when ("ERP unavailable since ...")
+ingress_signature  webhook signatures accepted within their tolerance window (replays refused)
 """
 
 from __future__ import annotations
@@ -167,3 +168,14 @@ class TargetStatus(SQLModel, table=True):
     down_since: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     last_error: str | None = None
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class IngressSignature(SQLModel, table=True):
+    """A webhook signature the ingress accepted, kept until it would be expired anyway."""
+
+    __tablename__ = "ingress_signature"
+
+    system: str = Field(primary_key=True, max_length=64)
+    signature: str = Field(primary_key=True, max_length=128)
+    accepted_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts(index=True))

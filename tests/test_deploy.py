@@ -19,6 +19,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from connectors.bottlecrm.settings import BottleCrmSettings
 from connectors.filedrop.settings import FileDropSettings
 from crmhub.settings import CONFIG_FILE_ENV, HubSettings
 
@@ -232,6 +233,23 @@ def test_filedrop_env_names_match_filedrop_settings(
     assert settings.directory == Path("/data/filedrop")
     targets = [str(volume).split(":")[1] for volume in services["hub"]["volumes"]]
     assert str(settings.directory) in targets, "the filedrop directory must be a volume"
+
+
+def test_bottlecrm_env_names_match_bottlecrm_settings(
+        clean_env: pytest.MonkeyPatch, hub_env: dict[str, str]) -> None:
+    prefix = "BOTTLECRM_"
+    named = {name[len(prefix):].lower() for name in hub_env if name.startswith(prefix)}
+    assert {"url", "token", "webhook_secret"} <= named
+    assert named <= set(BottleCrmSettings.model_fields), "BOTTLECRM_* names that are no setting"
+    for name in list(os.environ):
+        if name.startswith(prefix):
+            clean_env.delenv(name)
+    for name, value in hub_values(hub_env).items():
+        if name.startswith(prefix):
+            clean_env.setenv(name, value)
+    settings = BottleCrmSettings()
+    assert settings.url == "http://bottlecrm:8000"
+    assert settings.webhook_secret.get_secret_value() == ""  # only from the operator's .env
 
 
 def test_hub_settings_validate_from_compose_values(

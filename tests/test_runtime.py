@@ -60,7 +60,8 @@ async def test_health_readiness_metrics_and_status_endpoints(make_hub: HubFactor
     book = Ledgerbook()
     hub = await make_hub([customer_flow(book)])
     await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event("c-1"))
-    await eventually(lambda: book.created)
+    # done = recorded in the ledger, a moment after the sink call (book.created)
+    await eventually(lambda: hub.metrics.succeeded.labels("customer_to_book")._value.get() == 1)
     server = HttpServer(hub, "127.0.0.1", 0)
     await server.start()
     try:

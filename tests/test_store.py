@@ -88,6 +88,20 @@ def test_record_writes_several_outcomes_in_order_or_none(store: Store) -> None:
     assert store.ledger_status("e-4", "f") is None  # all or nothing
 
 
+def test_record_keeps_the_content_hash_of_a_bind(store: Store) -> None:
+    """Echo suppression reads xref.last_hash: the step's group commit must write it, and a
+    later bind without a hash (e.g. a rebind) must keep it."""
+    store.record([Outcome("f", "e-1", "customer", "c-1", "done",
+                          (Bind("customer", "c-1", "crm", "acc-1", hash="h1"),))])
+    assert store.last_hash("customer", "c-1", "crm") == "h1"
+    store.record([Outcome("f", "e-2", "customer", "c-1", "done",
+                          (Bind("customer", "c-1", "crm", "acc-1"),))])
+    assert store.last_hash("customer", "c-1", "crm") == "h1"
+    store.record([Outcome("f", "e-3", "customer", "c-1", "done",
+                          (Bind("customer", "c-1", "crm", "acc-1", hash="h2"),))])
+    assert store.last_hash("customer", "c-1", "crm") == "h2"
+
+
 def test_batch_precheck_answers_like_the_single_one(store: Store) -> None:
     store.commit_success("f", "e-done", "customer", "c-1",
                          [Bind("customer", "c-1", "erp", "1", "v05")], 1)

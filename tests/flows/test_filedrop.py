@@ -28,7 +28,9 @@ def test_every_flow_and_feed_is_listed_once() -> None:
     names = [flow.name for flow in FLOWS]
     assert names == ["customer_to_filedrop", "order_to_filedrop", "customer_to_erp",
                      "order_to_erp", "customer_facts", "order_approval", "approval_decisions",
-                     "order_notices", "payment_notices", "invoice_notices"]
+                     "order_notices", "payment_notices", "invoice_notices", "crm_webhooks",
+                     "order_to_crm", "invoice_to_crm", "payment_to_crm", "invoice_state_to_crm",
+                     "shipment_to_crm", "approval_to_crm"]
     assert len({(flow.topic, flow.group) for flow in FLOWS}) == len(FLOWS)
     assert [feed.name for feed in FEEDS] == ["erp_invoices", "erp_payments", "scm_shipments",
                                              "approval_replies", "oa_tasks"]

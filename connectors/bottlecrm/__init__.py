@@ -1,0 +1,1 @@
+"""BottleCRM (PyPI django-crm): REST client, its payload shapes and signed webhooks."""
