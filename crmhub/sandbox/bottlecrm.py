@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import hashlib
 import json
 import shutil
@@ -50,13 +51,14 @@ from crmhub.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
     child_env,
-    failure,
+    http_ok,
     kill_group,
     locked,
     read_json,
     run,
     spawn,
     tail,
+    wait_ready,
     write_json,
 )
 
@@ -441,27 +443,15 @@ class BottleCrmServer:
             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", str(self.threads),
             "--worker-class", "gthread", "--timeout", "120", "--graceful-timeout", "2",
             "--error-logfile", "-"]
-        log = self.log_path
-        with log.open("ab") as out:
+        with self.log_path.open("ab") as out:
             self._proc = spawn(cmd, out, env, cwd=self.directory)
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                self._proc = None
-                if not last_attempt and "Address already in use" in tail(log):
-                    return False
-                raise RuntimeError(failure(cmd, code, log, "gunicorn stopped during start-up"))
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz/", timeout=5):
-                    return True
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                kill_group(self._proc, self.stop_grace)
-                raise RuntimeError(failure(cmd, self._proc.returncode, log,
-                                           f"no answer within {self.start_timeout:.0f} s"))
-            time.sleep(0.1)
+        if wait_ready(self._proc, cmd, self.log_path,
+                      functools.partial(http_ok, f"http://127.0.0.1:{port}/healthz/", 5.0),
+                      self.start_timeout, self.stop_grace, "gunicorn",
+                      last_attempt=last_attempt):
+            return True
+        self._proc = None
+        return False
 
     def stop(self) -> None:
         """Terminate gunicorn and the dispatcher by PID and remove the run directory."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import json
 import os
 import shutil
@@ -19,7 +20,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -82,6 +85,50 @@ def spawn(cmd: Sequence[str | Path], out: IO[bytes], env: Mapping[str, str],
                                 start_new_session=True)
     except OSError as exc:
         raise RuntimeError(f"cannot run `{cmd[0]}`: {exc}") from exc
+
+
+def wait_ready(proc: subprocess.Popen[bytes], cmd: Sequence[str | Path], log: Path,
+               ready: Callable[[], bool], timeout: float, grace: float, what: str, *,
+               last_attempt: bool = True, server_log: Path | None = None) -> bool:
+    """Poll ``ready()`` until it is true (True), the server exits, or ``timeout`` passes.
+
+    An exit whose log says "Address already in use" returns False unless this is the last
+    attempt: the caller tries another free port. Every other exit, and the timeout (the
+    process group is killed then), raises RuntimeError with the end of the log; a server
+    that writes a log of its own names it as ``server_log``. ``ready()`` may raise
+    RuntimeError itself to give up early (a refused login, say).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        code = proc.poll()
+        if code is not None:
+            own = tail(server_log) if server_log is not None else tail(log)
+            if not last_attempt and "Address already in use" in own:
+                return False
+            extra = f"; its own log:\n{own}" if server_log is not None else ""
+            raise RuntimeError(failure(cmd, code, log, f"{what} stopped during start-up{extra}"))
+        try:
+            if ready():
+                return True
+        except RuntimeError:
+            kill_group(proc, grace)
+            raise
+        if time.monotonic() > deadline:
+            kill_group(proc, grace)
+            raise RuntimeError(failure(cmd, proc.returncode, log,
+                                       f"{what}: no answer within {timeout:.1f} s"))
+        time.sleep(0.1)
+
+
+def http_ok(url: str, timeout: float = 2.0, *, any_status: bool = False) -> bool:
+    """True when ``url`` answers 2xx (or, with ``any_status``, any HTTP status at all)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return any_status
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return False
 
 
 def run(cmd: Sequence[str | Path], log: Path, timeout: float,

@@ -21,8 +21,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,9 +31,10 @@ from crmhub.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
     child_env,
-    failure,
+    http_ok,
     kill_group,
     spawn,
+    wait_ready,
 )
 
 AIOSMTPD_VERSION = "1.4.6"
@@ -50,16 +49,6 @@ TASK_VENV = Venv(SANDBOX_ROOT / f"radicale-{RADICALE_VERSION}" / "venv",
 TASK_USER = "crmhub"
 TASK_PASSWORD = "crmhub-sandbox-tasks"
 START_TIMEOUT = 30.0
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer: it is up (401 without credentials)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _smtp_banner(port: int) -> bool:
@@ -109,16 +98,8 @@ class _Server:
             cmd = self.command()
             with self.log_path.open("ab") as out:
                 self._proc = spawn(cmd, out, child_env(), cwd=self.directory)
-            deadline = time.monotonic() + self.start_timeout
-            while not self.ready():
-                code = self._proc.poll()
-                if code is not None:
-                    raise RuntimeError(failure(cmd, code, self.log_path,
-                                               "stopped during start-up"))
-                if time.monotonic() > deadline:
-                    raise RuntimeError(failure(cmd, None, self.log_path,
-                                               f"no answer within {self.start_timeout:.0f} s"))
-                time.sleep(0.05)
+            wait_ready(self._proc, cmd, self.log_path, self.ready, self.start_timeout, 3.0,
+                       type(self).__name__)
         except BaseException:
             self.stop()
             raise
@@ -211,4 +192,4 @@ class TaskServer(_Server):
         return [self.venv.bin("radicale"), "--config", self.directory / "config"]
 
     def ready(self) -> bool:
-        return _answers(self.url)
+        return http_ok(self.url, any_status=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -44,13 +45,13 @@ from crmhub.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
     child_env,
-    failure,
+    http_ok,
     kill_group,
     locked,
     read_json,
     run,
     spawn,
-    tail,
+    wait_ready,
     write_json,
 )
 
@@ -291,29 +292,13 @@ class SynapseServer:
         cmd: list[str | Path] = [VENV.bin("python"), "-m", "synapse.app.homeserver", "-c", conf]
         with self.log_path.open("ab") as out:
             self._proc = spawn(cmd, out, child_env(), cwd=self.directory)
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                self._proc = None
-                server_log = tail(self.directory / "homeserver.log")
-                if not last_attempt and "Address already in use" in server_log:
-                    return False
-                raise RuntimeError(failure(cmd, code, self.log_path,
-                                           f"synapse stopped during start-up; its own log:\n"
-                                           f"{server_log}"))
-            try:
-                with urllib.request.urlopen(f"{self.url}/_matrix/client/versions",
-                                            timeout=2) as answer:
-                    if answer.status == 200:
-                        return True
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                kill_group(self._proc, self.stop_grace)
-                raise RuntimeError(failure(cmd, self._proc.returncode, self.log_path,
-                                           f"no answer within {self.start_timeout:.0f} s"))
-            time.sleep(0.1)
+        if wait_ready(self._proc, cmd, self.log_path,
+                      functools.partial(http_ok, f"{self.url}/_matrix/client/versions"),
+                      self.start_timeout, self.stop_grace, "synapse", last_attempt=last_attempt,
+                      server_log=self.directory / "homeserver.log"):
+            return True
+        self._proc = None
+        return False
 
     def login(self, localpart: str, device_id: str | None = None) -> str:
         """An access token for one of the sandbox's users."""

@@ -59,6 +59,7 @@ from crmhub.sandbox.common import (
     run,
     spawn,
     tail,
+    wait_ready,
     write_json,
 )
 
@@ -767,35 +768,22 @@ class TrytonServer:
         log = self.log_path
         with log.open("ab") as out:  # its own process group: stop() kills it whole
             self._proc = spawn(cmd, out, _child_env(), cwd=self.directory)
-        deadline = time.monotonic() + self.start_timeout
         url = f"http://127.0.0.1:{port}/{self.database}/rpc/"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                self._proc = None
-                if not last_attempt and "Address already in use" in tail(log):
-                    return False
-                raise RuntimeError(failure(cmd, code, log, "trytond stopped during start-up"))
+
+        def logged_in() -> bool:
             try:
-                result = rpc_call(
-                    url, "common.db.login",
-                    [self.user, {"password": self.password}, "en"], timeout=5.0,
-                )
+                return bool(rpc_call(url, "common.db.login",
+                                     [self.user, {"password": self.password}, "en"], timeout=5.0))
             except (urllib.error.URLError, http.client.HTTPException, OSError):
-                result = None
+                return False
             except RPCError as exc:
-                kill_group(self._proc, self.stop_grace)
-                raise RuntimeError(failure(cmd, self._proc.returncode, log,
-                                            f"login refused: {exc}")) from exc
-            if result:
-                return True
-            if time.monotonic() > deadline:
-                kill_group(self._proc, self.stop_grace)
-                raise RuntimeError(failure(
-                    cmd, self._proc.returncode, log,
-                    f"no answer on {url} within {self.start_timeout:.1f} s",
-                ))
-            time.sleep(0.1)
+                raise RuntimeError(failure(cmd, None, log, f"login refused: {exc}")) from exc
+
+        if wait_ready(self._proc, cmd, log, logged_in, self.start_timeout, self.stop_grace,
+                      "trytond", last_attempt=last_attempt):
+            return True
+        self._proc = None
+        return False
 
     def stop(self) -> None:
         """Terminate the server by PID (SIGTERM, SIGKILL after the grace) and remove its dir."""
