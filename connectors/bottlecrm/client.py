@@ -11,12 +11,9 @@ PermanentError only, never httpx, and never the token.
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
@@ -33,6 +30,7 @@ from connectors.bottlecrm.models import (
     PaymentDraft,
 )
 from connectors.bottlecrm.settings import BottleCrmSettings
+from connectors.http import HttpClient, retry_after
 from crmhub.errors import HubError, PermanentError, TransientError
 
 SYSTEM = "bottlecrm"
@@ -48,7 +46,7 @@ class CrmFault(Exception):
         self.body, self.retry_after = body, retry_after
 
 
-class BottleCrm:
+class BottleCrm(HttpClient):
     def __init__(self, settings: BottleCrmSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
@@ -66,16 +64,6 @@ class BottleCrm:
     def from_env(cls) -> BottleCrm:
         return cls(BottleCrmSettings())
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
-
     # -- transport
     async def request(self, method: str, path: str, *, json: Any = None,
                       params: Mapping[str, Any] | None = None) -> Any:
@@ -87,7 +75,7 @@ class BottleCrm:
             raise classify(exc) from None  # the request (and its header) stays out of chains
         if response.status_code >= 300:
             raise classify(CrmFault(method, path, response.status_code, response.text,
-                                    _retry_after(response.headers.get("Retry-After"))))
+                                    retry_after(response.headers.get("Retry-After"))))
         if not response.content:
             return None
         try:
@@ -272,22 +260,6 @@ def _dig_id(answer: Any, key: str) -> Any:
             return answer["id"]
     raise PermanentError(f"bottlecrm answered without the new {key}'s id: {str(answer)[:200]}",
                          system=SYSTEM)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def classify(exc: Exception) -> HubError:

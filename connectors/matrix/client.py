@@ -13,12 +13,12 @@ import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from connectors.http import HttpClient, retry_after
 from connectors.matrix.settings import MatrixSettings
 from crmhub.errors import HubError, PermanentError, TransientError
 
@@ -48,7 +48,7 @@ def _q(value: str) -> str:
     return quote(value, safe="")
 
 
-class MatrixClient:
+class MatrixClient(HttpClient):
     def __init__(self, settings: MatrixSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
@@ -67,16 +67,6 @@ class MatrixClient:
     @property
     def room_id(self) -> str:
         return self.settings.room_id
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
 
     # -- session --------------------------------------------------------------------------
     async def login(self, stale: str | None = None) -> str:
@@ -173,11 +163,11 @@ def _fault(what: str, answer: httpx.Response) -> MatrixFault:
         body = {}
     body = body if isinstance(body, dict) else {}
     retry_ms = body.get("retry_after_ms")
-    retry_after = float(retry_ms) / 1000 if isinstance(retry_ms, int | float) else None
-    if retry_after is None and answer.headers.get("Retry-After", "").isdigit():
-        retry_after = float(answer.headers["Retry-After"])
+    wait = float(retry_ms) / 1000 if isinstance(retry_ms, int | float) else None
+    if wait is None:
+        wait = retry_after(answer.headers.get("Retry-After"))
     return MatrixFault(what, answer.status_code, str(body.get("errcode", "")),
-                       str(body.get("error", ""))[:200], retry_after)
+                       str(body.get("error", ""))[:200], wait)
 
 
 def classify(exc: BaseException) -> HubError:

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
+from connectors.http import HttpClient, retry_after
 from connectors.tryton.settings import TrytonSettings
 from crmhub.errors import HubError, PermanentError, TransientError
 
@@ -86,7 +85,7 @@ def decode(obj: dict[str, Any]) -> Any:
 
 
 # --- client ------------------------------------------------------------------------------------
-class TrytonClient:
+class TrytonClient(HttpClient):
     def __init__(self, settings: TrytonSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
@@ -108,16 +107,6 @@ class TrytonClient:
     @classmethod
     def from_env(cls) -> TrytonClient:
         return cls(TrytonSettings())
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
 
     # -- session
     async def _login(self, stale: str | None) -> str:
@@ -174,7 +163,7 @@ class TrytonClient:
         if response.status_code != 200:
             raise TrytonFault(method, response.status_code,
                               response.text[:300] if response.status_code >= 500 else None,
-                              _retry_after(response.headers.get("Retry-After")))
+                              retry_after(response.headers.get("Retry-After")))
         try:
             data = json.loads(response.content, object_hook=decode)
         except ValueError as exc:
@@ -230,16 +219,6 @@ class TrytonClient:
     async def button(self, model: str, name: str, ids: Sequence[int], *,
                      context: Mapping[str, Any] | None = None) -> Any:
         return await self.model(model, name, list(ids), context=context)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def classify(exc: BaseException, method: str = "") -> HubError:
