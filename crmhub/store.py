@@ -2,13 +2,15 @@
 
 Synchronous SQLAlchemy: every call is one short indexed query or one small transaction.
 The hub runs them off the event loop (Hub.db: one writer thread for SQLite, a pool for
-PostgreSQL); only the xref lookup a mapping makes (Run.xref) runs inline.
+PostgreSQL); only the xref lookups a mapping makes (Run.xref) run inline, through one kept
+DBAPI connection (_InlineReader).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,6 +127,65 @@ _EXTERNAL_ID = core_select(_XREF.c.external_id).where(
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 
 
+class _InlineReader:
+    """The xref lookups a mapping makes inline, on the event loop, through one DBAPI
+    connection kept for them: a plain parametrised SELECT, without SQLAlchemy's per-statement
+    work (pool checkout, parameter compilation), which the profile of the hub's core path put
+    at about half of a message's handling. The connection is in autocommit, so no
+    transaction stays open between lookups (on SQLite a finished SELECT holds no snapshot
+    either). It belongs to the thread that opened it; other threads read through the engine.
+    A failed lookup drops the connection (the next one opens a new one) and reads as the
+    state store being unavailable."""
+
+    COLUMNS = frozenset({"external_id", "last_hash"})
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        mark = "?" if engine.dialect.name == "sqlite" else "%s"
+        self.sql = {column: f"SELECT {column} FROM xref WHERE system = {mark} AND "
+                            f"entity = {mark} AND canonical_id = {mark}"
+                    for column in self.COLUMNS}
+        self.thread: int | None = None
+        self._connection: Any = None
+        self._lock = threading.Lock()
+
+    def owns_thread(self) -> bool:
+        return self.thread is None or self.thread == threading.get_ident()
+
+    def scalar(self, column: str, system: str, entity: str, canonical_id: str) -> str | None:
+        with self._lock:
+            try:
+                connection = self._connection or self._open()
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(self.sql[column], (system, entity, canonical_id))
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
+            except self.engine.dialect.loaded_dbapi.Error as exc:
+                self._drop()
+                raise TransientError(f"state store unavailable: {exc}", system="state") from exc
+        return None if row is None else str(row[0]) if row[0] is not None else None
+
+    def _open(self) -> Any:
+        connection = self.engine.raw_connection()
+        driver: Any = connection.driver_connection
+        if self.engine.dialect.name != "sqlite":
+            driver.rollback()  # whatever the pool's ping began
+            driver.autocommit = True
+        self._connection, self.thread = connection, threading.get_ident()
+        return connection
+
+    def _drop(self) -> None:
+        connection, self._connection, self.thread = self._connection, None, None
+        if connection is not None:
+            connection.invalidate()  # discarded, never handed back to the pool in autocommit
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
 class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
@@ -141,6 +202,7 @@ class Store:
                 url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5,
                 connect_args={"connect_timeout": 5},
             )
+        self._inline = _InlineReader(self.engine)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -154,6 +216,7 @@ class Store:
             command.upgrade(config, "head")
 
     def close(self) -> None:
+        self._inline.close()
         self.engine.dispose()
 
     def ping(self) -> bool:
@@ -357,7 +420,9 @@ class Store:
             self._bind(s, bind)
 
     def external_id(self, entity: str, canonical_id: str, system: str) -> str | None:
-        # Every mapping lookup comes here (inline, on the event loop): one Core statement.
+        # Every mapping lookup comes here, inline on the event loop (see _InlineReader).
+        if self._inline.owns_thread():
+            return self._inline.scalar("external_id", system, entity, canonical_id)
         with self.engine.connect() as connection:
             found: str | None = connection.execute(_EXTERNAL_ID, {
                 "system": system, "entity": entity, "canonical_id": canonical_id}).scalar()
@@ -370,6 +435,8 @@ class Store:
                 Xref.canonical_id == canonical_id)).first()
 
     def last_hash(self, entity: str, canonical_id: str, system: str) -> str | None:
+        if self._inline.owns_thread():  # inline too: a flow's echo check (Xrefs.last_hash)
+            return self._inline.scalar("last_hash", system, entity, canonical_id)
         with self.session() as s:
             return s.exec(select(Xref.last_hash).where(
                 Xref.system == system, Xref.entity == entity,

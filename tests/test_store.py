@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
-from crmhub.errors import MissingDependency, PermanentError
+from crmhub.errors import MissingDependency, PermanentError, TransientError
 from crmhub.store import MIGRATIONS, Bind, Outcome, RawMessage, Store
 
 
@@ -100,6 +100,29 @@ def test_record_keeps_the_content_hash_of_a_bind(store: Store) -> None:
     store.record([Outcome("f", "e-3", "customer", "c-1", "done",
                           (Bind("customer", "c-1", "crm", "acc-1", hash="h2"),))])
     assert store.last_hash("customer", "c-1", "crm") == "h2"
+
+
+def test_inline_lookup_sees_other_writers_and_reopens_after_a_lost_connection(
+        store: Store, database_url: str) -> None:
+    """Mappings look xrefs up inline through one kept connection: it must hold no snapshot
+    or transaction between lookups, and a lost connection must read as a store outage once
+    (the step retries), then work again."""
+    assert store.external_id("customer", "c-9", "erp") is None
+    writer = Store(database_url)
+    writer.bind(Bind("customer", "c-9", "erp", "99", hash="h9"))
+    assert store.external_id("customer", "c-9", "erp") == "99"
+    assert store.last_hash("customer", "c-9", "erp") == "h9"
+    if store.engine.dialect.name == "postgresql":
+        with writer.engine.connect() as connection:
+            states = connection.execute(text(
+                "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()")).scalars().all()
+        assert "idle in transaction" not in states
+    store._inline._connection.driver_connection.close()  # the server went away
+    with pytest.raises(TransientError, match="state store unavailable"):
+        store.external_id("customer", "c-9", "erp")
+    assert store.external_id("customer", "c-9", "erp") == "99"  # on a new connection
+    writer.close()
 
 
 def test_batch_precheck_answers_like_the_single_one(store: Store) -> None:
