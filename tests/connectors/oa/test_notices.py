@@ -80,13 +80,19 @@ def invoice(invoice_id: str, customer_id: str, state: str) -> Event[Invoice]:
                           origin="tryton", data=data)
 
 
-async def test_a_redelivered_payment_event_sends_one_mail_to_finance_and_the_owner(
-        make_hub: HubFactory, notifier_factory: Any, mail_server: MailServer) -> None:
-    hub = await start(make_hub, notifier_factory)
+async def known_customer(hub: Any) -> tuple[str, str]:
+    """A new customer with a sales owner, once customer_facts has kept it: (id, owner)."""
     customer_id, owner = unique("C"), f"{unique('owner')}@example.com"
     await publish(hub.bootstrap_servers, topics.CUSTOMER, customer(customer_id, owner))
     await eventually(lambda: hub.store.external_id("customer", customer_id, "oa"),
                      message="customer facts kept")
+    return customer_id, owner
+
+
+async def test_a_redelivered_payment_event_sends_one_mail_to_finance_and_the_owner(
+        make_hub: HubFactory, notifier_factory: Any, mail_server: MailServer) -> None:
+    hub = await start(make_hub, notifier_factory)
+    customer_id, owner = await known_customer(hub)
     payment_id = unique("P")
     received = Event[Payment](
         type="payment.received", entity="payment", entity_id=payment_id,
@@ -132,10 +138,7 @@ async def test_accepted_order_mails_its_owner_and_tells_the_chat_robots_once(
 async def test_overdue_invoice_makes_one_task_and_a_mail_and_completing_it_is_an_event(
         make_hub: HubFactory, notifier_factory: Any, mail_server: MailServer) -> None:
     hub = await start(make_hub, notifier_factory)
-    customer_id, owner = unique("C"), f"{unique('owner')}@example.com"
-    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer(customer_id, owner))
-    await eventually(lambda: hub.store.external_id("customer", customer_id, "oa"),
-                     message="customer facts kept")
+    customer_id, owner = await known_customer(hub)
     invoice_id = unique("tryton-invoice")
     overdue = invoice(invoice_id, customer_id, "overdue")
     again = overdue.model_copy(update={"event_id": uuid.uuid4()})  # published again upstream
@@ -174,10 +177,7 @@ async def test_overdue_invoice_makes_one_task_and_a_mail_and_completing_it_is_an
 async def test_paid_invoice_mails_finance_and_partially_paid_mails_nobody(
         make_hub: HubFactory, notifier_factory: Any, mail_server: MailServer) -> None:
     hub = await start(make_hub, notifier_factory)
-    customer_id, owner = unique("C"), f"{unique('owner')}@example.com"
-    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer(customer_id, owner))
-    await eventually(lambda: hub.store.external_id("customer", customer_id, "oa"),
-                     message="customer facts kept")
+    customer_id, owner = await known_customer(hub)
     partly = invoice(unique("tryton-invoice"), customer_id, "partially_paid")
     paid = invoice(unique("tryton-invoice"), customer_id, "paid")
     await publish(hub.bootstrap_servers, topics.INVOICE, partly, paid)
