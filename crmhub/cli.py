@@ -69,9 +69,15 @@ def settings_problems(exc: ValidationError) -> list[str]:
 @app.command()
 def run() -> None:
     """Run the hub until SIGTERM/SIGINT. No CRMHUB_BOOTSTRAP_SERVERS = embedded broker."""
+    from crmhub.transport import KafkaSecurityError
+
     settings = _settings()
     logs.configure(settings.log_level)
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except KafkaSecurityError as exc:  # a configuration problem: no traceback, the fix
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 async def _serve(settings: HubSettings, once: Any = None) -> int:
@@ -85,7 +91,7 @@ async def _serve(settings: HubSettings, once: Any = None) -> int:
     await http.start()
     where = "embedded broker" if hub.embedded else "broker"
     typer.echo(f"crmhub ready in {time.monotonic() - started:.2f}s: {len(hub.flows)} flows, "
-               f"{where} {hub.bootstrap_servers}, http://{settings.http_host}:{http.port}")
+               f"{where} {hub.bootstrap_servers}, {http.url}")
     code = 0
     try:
         if once is not None:
@@ -270,6 +276,10 @@ def config_check() -> None:
             typer.echo(f"problem: {problem}", err=True)
         raise typer.Exit(1)
     assert settings is not None
+    from crmhub.transport import transport_warnings
+
+    for warning in transport_warnings(settings):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo("configuration OK")
     for name, value in settings.model_dump().items():
         shown = "**********" if "SecretStr" in type(getattr(settings, name)).__name__ else value
