@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from connectors.tls import empty_is_none, readable_file
+
 CONFIG_FILE_ENV = "CRMHUB_CONFIG"
 TLS_FILES = ("kafka_tls_ca_file", "kafka_tls_cert_file", "kafka_tls_key_file",
              "http_tls_cert_file", "http_tls_key_file")
@@ -113,19 +115,12 @@ class HubSettings(BaseSettings):
     @field_validator(*TLS_FILES, mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+        return empty_is_none(value)
 
     @field_validator(*TLS_FILES)
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            if not value.is_file():
-                raise ValueError(f"{value} is not a file")
-            try:
-                value.open("rb").close()
-            except OSError as exc:
-                raise ValueError(f"{value} cannot be read: {exc.strerror}") from None
-        return value
+        return readable_file(value)
 
     @model_validator(mode="after")
     def _check(self) -> HubSettings:

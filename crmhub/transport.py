@@ -9,10 +9,11 @@ producer, the admin client and the consumers can never disagree about TLS or SAS
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from connectors.tls import is_loopback
 
 if TYPE_CHECKING:
     from faststream.security import BaseSecurity
@@ -24,17 +25,6 @@ PROBE_TIMEOUT_MS = 10_000
 
 class KafkaSecurityError(RuntimeError):
     """The broker refused the hub's TLS or SASL: a configuration problem, not an outage."""
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and localhost: traffic that never leaves the machine."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bootstrap_hosts(bootstrap_servers: str) -> list[tuple[str, int]]:

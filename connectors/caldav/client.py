@@ -59,9 +59,12 @@ class TaskList:
         if self._calendar is None:
             s = self.settings
             client_class: Any = caldav.DAVClient  # typed loosely by the library
+            # An explicit URL (its TLS policy is checked in CaldavSettings): no DNS-based
+            # service discovery that could send the client somewhere else.
             self._client = client_class(url=s.url, username=s.username,
                                         password=s.password.get_secret_value(),
-                                        timeout=s.timeout_seconds, require_tls=False)
+                                        timeout=s.timeout_seconds, enable_rfc6764=False,
+                                        ssl_verify_cert=str(s.ca_file) if s.ca_file else True)
             principal = self._client.principal()
             found = [c for c in principal.calendars()
                      if c.url.path.rstrip("/").endswith("/" + s.calendar)]
@@ -134,6 +137,10 @@ def classify(exc: BaseException, what: str = "") -> HubError:
     """Connection problems and 5xx/429 can pass; refusals (401/403/404, bad data) will not."""
     if isinstance(exc, HubError):
         return exc
+    if isinstance(exc, niquests.exceptions.SSLError):  # configuration: pause, say what
+        return TransientError(f"caldav {what}: TLS with the server failed (its certificate "
+                              f"does not verify?): {str(exc)[:200]}; check CALDAV_CA_FILE "
+                              "and CALDAV_URL", system=SYSTEM)
     if isinstance(exc, niquests.exceptions.ConnectionError | niquests.exceptions.Timeout
                   | TimeoutError | ConnectionError):
         return TransientError(f"caldav {what}: {type(exc).__name__}", system=SYSTEM)
