@@ -14,9 +14,14 @@ import threading
 from datetime import datetime
 from typing import Any
 
-import caldav
-import niquests
-from caldav.lib import error as dav_error
+from connectors.extras import absent, require
+
+try:
+    import caldav
+    import niquests
+    from caldav.lib import error as dav_error
+except ImportError as exc:  # crmhub[oa] not installed: refused when tasks are configured
+    caldav = niquests = dav_error = absent("caldav", "oa", "CalDAV tasks", exc)
 from pydantic import BaseModel, ConfigDict
 
 from connectors.caldav.settings import CaldavSettings
@@ -41,6 +46,7 @@ class CaldavTodo(BaseModel):
 
 class TaskList:
     def __init__(self, settings: CaldavSettings) -> None:
+        require(caldav)
         self.settings = settings
         self._client: Any = None
         self._calendar: Any = None

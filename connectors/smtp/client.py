@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
 
-import aiosmtplib
+from connectors.extras import absent, require
+
+try:
+    import aiosmtplib
+except ImportError as exc:  # crmhub[oa] not installed: refused when mail is configured
+    aiosmtplib = absent("aiosmtplib", "oa", "SMTP mail", exc)
 
 from connectors.smtp.settings import SmtpSettings
 from connectors.tls import verifying_context
@@ -24,6 +29,7 @@ SYSTEM = "smtp"
 
 class Mailer:
     def __init__(self, settings: SmtpSettings) -> None:
+        require(aiosmtplib)
         self.settings = settings
         self.sent = 0
 
