@@ -87,7 +87,11 @@ async def _serve(settings: HubSettings, once: Any = None) -> int:
 
     started = time.monotonic()
     hub = Hub(settings)
-    await hub.start()
+    try:
+        await hub.start()
+    except BaseException:  # a refused start must not leave the embedded broker behind
+        await hub.stop()
+        raise
     http = HttpServer(hub, settings.http_host, settings.http_port)
     await http.start()
     where = "embedded broker" if hub.embedded else "broker"
