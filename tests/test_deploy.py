@@ -349,7 +349,7 @@ def test_healthcheck_commands(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_hub_healthcheck_is_crmhub_health(services: dict[str, dict[str, Any]]) -> None:
-    """`crmhub health` asks /healthz on CRMHUB_HTTP_PORT (tests/test_cli.py runs it)."""
+    """`crmhub health` asks /healthz on CRMHUB_HTTP_PORT (tests/test_transport.py runs it)."""
     assert services["hub"]["healthcheck"]["test"] == ["CMD", "crmhub", "health"]
 
 

@@ -5,6 +5,7 @@ hub's HTTP server; and the settings that configure them, checked where they are 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import subprocess
@@ -312,3 +313,37 @@ async def test_the_hub_serves_https_with_its_certificate(
                 await stranger.get(f"https://127.0.0.1:{server.port}/healthz")
     finally:
         await server.stop()
+
+
+async def test_crmhub_health_asks_healthz_over_the_configured_scheme(
+        broker: EmbeddedBroker, tmp_path: Path, ca: TestCa, hubs: list[Hub],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's HEALTHCHECK: `crmhub health` against a running hub, HTTP and HTTPS."""
+    for name in list(os.environ):
+        if name.startswith("CRMHUB_"):
+            monkeypatch.delenv(name)
+    server_cert = ca.server("hub")
+    runner = CliRunner()
+    for tls in (False, True):
+        files = {"http_tls_cert_file": server_cert.cert,
+                 "http_tls_key_file": server_cert.key} if tls else {}
+        hub = Hub(fast_settings(bootstrap_servers=broker.bootstrap_servers,
+                                database_url=f"sqlite:///{tmp_path / f'{tls}.sqlite'}", **files),
+                  [])
+        hubs.append(hub)
+        await hub.start()
+        server = HttpServer(hub, "127.0.0.1", 0)
+        await server.start()
+        monkeypatch.setenv("CRMHUB_HTTP_PORT", str(server.port))
+        if tls:
+            monkeypatch.setenv("CRMHUB_HTTP_TLS_CERT_FILE", str(server_cert.cert))
+            monkeypatch.setenv("CRMHUB_HTTP_TLS_KEY_FILE", str(server_cert.key))
+        try:
+            # urllib blocks: run the command off the loop the server answers on.
+            healthy = await asyncio.to_thread(runner.invoke, app, ["health"])
+        finally:
+            await server.stop()
+        assert healthy.exit_code == 0, healthy.output
+        assert f"{server.scheme}://127.0.0.1:{server.port}/healthz: 200" in healthy.output
+        gone = await asyncio.to_thread(runner.invoke, app, ["health"])
+        assert gone.exit_code == 1
