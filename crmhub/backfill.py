@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from connectors.bottlecrm.client import SYSTEM, BottleCrm
 from connectors.bottlecrm.models import Account, Opportunity
-from crmhub import topics
+from crmhub import topics, transport
 from crmhub.errors import MappingError
 from crmhub.settings import HubSettings
 from crmhub.store import Bind, Store
@@ -63,8 +63,9 @@ class Backfill:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
         self.store.migrate()
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
-                                          client_id=f"{self.settings.client_id}-backfill",
+        args = transport.kafka_client_args(self.settings, self.settings.bootstrap_servers)
+        args["client_id"] = f"{self.settings.client_id}-backfill"
+        self._producer = AIOKafkaProducer(**args,
                                           enable_idempotence=self.settings.enable_idempotence)
         await self._producer.start()
         try:

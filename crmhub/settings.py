@@ -19,7 +19,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from connectors.tls import empty_is_none, readable_file
+
 CONFIG_FILE_ENV = "CRMHUB_CONFIG"
+TLS_FILES = ("kafka_tls_ca_file", "kafka_tls_cert_file", "kafka_tls_key_file",
+             "http_tls_cert_file", "http_tls_key_file")
 
 
 class HubSettings(BaseSettings):
@@ -46,8 +50,18 @@ class HubSettings(BaseSettings):
     # long even when records arrive meanwhile, so it is what an idle flow adds to latency.
     fetch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
     max_event_bytes: int = Field(default=1_048_576, ge=1024)
+    # Kafka transport security (docs/security.md). SASL: empty username = no SASL.
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     sasl_username: str = ""
     sasl_password: SecretStr = SecretStr("")
+    # TLS to the brokers: the system's CAs unless a CA file is given; a client certificate
+    # and key for brokers that require mutual TLS.
+    kafka_tls: bool = False
+    kafka_tls_ca_file: Path | None = None
+    kafka_tls_cert_file: Path | None = None
+    kafka_tls_key_file: Path | None = None
+    kafka_tls_key_password: SecretStr = SecretStr("")
+    kafka_tls_check_hostname: bool = True
 
     # State store. SQLite file by default; postgresql+psycopg://... in production.
     database_url: SecretStr = SecretStr("sqlite:///var/crmhub.sqlite")
@@ -70,6 +84,10 @@ class HubSettings(BaseSettings):
     # HTTP: /healthz /readyz /metrics /status and the dead-letter console.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # HTTPS: both files (PEM; the certificate file may hold the chain), or neither.
+    http_tls_cert_file: Path | None = None
+    http_tls_key_file: Path | None = None
+    http_tls_key_password: SecretStr = SecretStr("")
     # Bearer token for the dead-letter console (it shows payloads); empty = console off.
     console_token: SecretStr = SecretStr("")
 
@@ -94,6 +112,16 @@ class HubSettings(BaseSettings):
                 raise ValueError(f"unknown flows {unknown}; known: {sorted(known)}")
         return value
 
+    @field_validator(*TLS_FILES, mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: Any) -> Any:
+        return empty_is_none(value)
+
+    @field_validator(*TLS_FILES)
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        return readable_file(value)
+
     @model_validator(mode="after")
     def _check(self) -> HubSettings:
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
@@ -106,7 +134,37 @@ class HubSettings(BaseSettings):
         url = self.database_url.get_secret_value()
         if not url.startswith(("sqlite://", "postgresql")):
             raise ValueError("database_url must be sqlite:///PATH or postgresql+psycopg://...")
+        self._check_tls()
         return self
+
+    def _check_tls(self) -> None:
+        from crmhub import transport
+
+        kafka_files = {"CRMHUB_KAFKA_TLS_CA_FILE": self.kafka_tls_ca_file,
+                       "CRMHUB_KAFKA_TLS_CERT_FILE": self.kafka_tls_cert_file,
+                       "CRMHUB_KAFKA_TLS_KEY_FILE": self.kafka_tls_key_file}
+        given = [name for name, path in kafka_files.items() if path is not None]
+        if given and not self.kafka_tls:
+            raise ValueError(f"{', '.join(given)} set but CRMHUB_KAFKA_TLS is off: set "
+                             "CRMHUB_KAFKA_TLS=true")
+        if self.kafka_tls and self.embedded_broker:
+            raise ValueError("CRMHUB_KAFKA_TLS needs CRMHUB_BOOTSTRAP_SERVERS: the embedded "
+                             "broker listens on loopback without TLS")
+        for prefix, cert, key, password in (
+                ("CRMHUB_KAFKA_TLS", self.kafka_tls_cert_file, self.kafka_tls_key_file,
+                 self.kafka_tls_key_password),
+                ("CRMHUB_HTTP_TLS", self.http_tls_cert_file, self.http_tls_key_file,
+                 self.http_tls_key_password)):
+            if (cert is None) != (key is None):
+                raise ValueError(f"{prefix}_CERT_FILE and {prefix}_KEY_FILE go together: "
+                                 "set both or neither")
+            if password.get_secret_value() and key is None:
+                raise ValueError(f"{prefix}_KEY_PASSWORD is set but {prefix}_KEY_FILE is not")
+        if self.kafka_tls:
+            transport.kafka_ssl_context(self)  # ValueError naming the file that cannot load
+        if self.http_tls_cert_file is not None and self.http_tls_key_file is not None:
+            transport.server_ssl_check(self.http_tls_cert_file, self.http_tls_key_file,
+                                       self.http_tls_key_password.get_secret_value())
 
     @property
     def embedded_broker(self) -> bool:

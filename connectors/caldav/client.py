@@ -14,9 +14,14 @@ import threading
 from datetime import datetime
 from typing import Any
 
-import caldav
-import niquests
-from caldav.lib import error as dav_error
+from connectors.extras import absent, require
+
+try:
+    import caldav
+    import niquests
+    from caldav.lib import error as dav_error
+except ImportError as exc:  # crmhub[oa] not installed: refused when tasks are configured
+    caldav = niquests = dav_error = absent("caldav", "oa", "CalDAV tasks", exc)
 from pydantic import BaseModel, ConfigDict
 
 from connectors.caldav.settings import CaldavSettings
@@ -41,6 +46,7 @@ class CaldavTodo(BaseModel):
 
 class TaskList:
     def __init__(self, settings: CaldavSettings) -> None:
+        require(caldav)
         self.settings = settings
         self._client: Any = None
         self._calendar: Any = None
@@ -59,9 +65,12 @@ class TaskList:
         if self._calendar is None:
             s = self.settings
             client_class: Any = caldav.DAVClient  # typed loosely by the library
+            # An explicit URL (its TLS policy is checked in CaldavSettings): no DNS-based
+            # service discovery that could send the client somewhere else.
             self._client = client_class(url=s.url, username=s.username,
                                         password=s.password.get_secret_value(),
-                                        timeout=s.timeout_seconds, require_tls=False)
+                                        timeout=s.timeout_seconds, enable_rfc6764=False,
+                                        ssl_verify_cert=str(s.ca_file) if s.ca_file else True)
             principal = self._client.principal()
             found = [c for c in principal.calendars()
                      if c.url.path.rstrip("/").endswith("/" + s.calendar)]
@@ -134,6 +143,10 @@ def classify(exc: BaseException, what: str = "") -> HubError:
     """Connection problems and 5xx/429 can pass; refusals (401/403/404, bad data) will not."""
     if isinstance(exc, HubError):
         return exc
+    if isinstance(exc, niquests.exceptions.SSLError):  # configuration: pause, say what
+        return TransientError(f"caldav {what}: TLS with the server failed (its certificate "
+                              f"does not verify?): {str(exc)[:200]}; check CALDAV_CA_FILE "
+                              "and CALDAV_URL", system=SYSTEM)
     if isinstance(exc, niquests.exceptions.ConnectionError | niquests.exceptions.Timeout
                   | TimeoutError | ConnectionError):
         return TransientError(f"caldav {what}: {type(exc).__name__}", system=SYSTEM)

@@ -8,13 +8,20 @@ idempotency (see docs/oa.md).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
 
-import aiosmtplib
+from connectors.extras import absent, require
+
+try:
+    import aiosmtplib
+except ImportError as exc:  # crmhub[oa] not installed: refused when mail is configured
+    aiosmtplib = absent("aiosmtplib", "oa", "SMTP mail", exc)
 
 from connectors.smtp.settings import SmtpSettings
+from connectors.tls import verifying_context
 from crmhub.errors import HubError, PermanentError, TransientError
 
 SYSTEM = "smtp"
@@ -22,6 +29,7 @@ SYSTEM = "smtp"
 
 class Mailer:
     def __init__(self, settings: SmtpSettings) -> None:
+        require(aiosmtplib)
         self.settings = settings
         self.sent = 0
 
@@ -51,8 +59,11 @@ class Mailer:
                                message_id=message_id)
         s = self.settings
         try:
+            # TLS exactly as configured: never an opportunistic upgrade that a man in the
+            # middle could strip (connectors/tls.py says when plain is allowed at all).
             await aiosmtplib.send(
-                message, hostname=s.host, port=s.port, start_tls=s.starttls or None,
+                message, hostname=s.host, port=s.port, use_tls=s.implicit_tls,
+                start_tls=s.starttls, tls_context=verifying_context(s.ca_file) if s.tls else None,
                 username=s.username or None,
                 password=s.password.get_secret_value() if s.username else None,
                 timeout=s.timeout_seconds)
@@ -78,6 +89,11 @@ def classify(exc: BaseException) -> HubError:
         if exc.code in (530, 534, 535, 538):  # authentication: a config problem, not the mail
             return TransientError(text + " (check SMTP_USERNAME / SMTP_PASSWORD)", system=SYSTEM)
         return PermanentError(text, system=SYSTEM)
+    verify = exc if isinstance(exc, ssl.SSLCertVerificationError) else exc.__cause__
+    if isinstance(verify, ssl.SSLCertVerificationError):  # configuration: pause, say what
+        return TransientError(f"smtp: the server's TLS certificate does not verify "
+                              f"({verify.verify_message}); check SMTP_CA_FILE and SMTP_HOST",
+                              system=SYSTEM)
     if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
         return TransientError(f"smtp: {type(exc).__name__}: {exc}", system=SYSTEM)
     return PermanentError(f"smtp: {type(exc).__name__}: {exc}", system=SYSTEM)

@@ -59,6 +59,14 @@ def _smtp_banner(port: int) -> bool:
         return False
 
 
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class _Server:
     """A process on 127.0.0.1:<port> from a venv, in a temp dir of its own."""
@@ -68,6 +76,8 @@ class _Server:
     directory: Path | None = None
     start_seconds: float = 0.0
     start_timeout: float = START_TIMEOUT
+    #: certificate + key (PEM): the server speaks TLS (STARTTLS for mail, HTTPS for CalDAV)
+    tls: tuple[Path, Path] | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str | Path]:
@@ -137,7 +147,9 @@ class MailServer(_Server):
         return self.directory / "maildir"
 
     def command(self) -> list[str | Path]:
-        return [self.venv.bin("aiosmtpd"), "-n", "-l", f"127.0.0.1:{self.port}",
+        tls: list[str | Path] = ["--tlscert", self.tls[0], "--tlskey", self.tls[1]] \
+            if self.tls else []  # STARTTLS offered and required before any mail
+        return [self.venv.bin("aiosmtpd"), "-n", "-l", f"127.0.0.1:{self.port}", *tls,
                 "-c", "aiosmtpd.handlers.Mailbox", self.maildir]
 
     def ready(self) -> bool:
@@ -167,7 +179,7 @@ class TaskServer(_Server):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
 
     def prepare(self) -> None:
         assert self.directory is not None
@@ -175,6 +187,8 @@ class TaskServer(_Server):
         (self.directory / "config").write_text(
             "[server]\n"
             f"hosts = 127.0.0.1:{self.port}\n"
+            + (f"ssl = True\ncertificate = {self.tls[0]}\nkey = {self.tls[1]}\n" if self.tls
+               else "") +
             "[auth]\n"
             "type = htpasswd\n"
             f"htpasswd_filename = {self.directory / 'users'}\n"
@@ -192,4 +206,6 @@ class TaskServer(_Server):
         return [self.venv.bin("radicale"), "--config", self.directory / "config"]
 
     def ready(self) -> bool:
+        if self.tls:  # a certificate of a test CA: the port answering is enough here
+            return self.port is not None and _port_open(self.port)
         return http_ok(self.url, any_status=True)

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from icalendar import Calendar, Todo
-
+from connectors.extras import absent
 from crmhub.errors import MappingError
+
+try:
+    from icalendar import Calendar, Todo
+except ImportError as exc:  # crmhub[oa] not installed: the CalDAV client refuses to start
+    Calendar = Todo = absent("icalendar", "oa", "CalDAV tasks", exc)  # type: ignore[misc]
 from mappings.oa.text import Language, money
 from schemas.canonical import Invoice, Task
 
