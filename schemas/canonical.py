@@ -134,8 +134,9 @@ Money = ExactDecimal
 """An amount in the currency of the record that holds it."""
 NonNegativeMoney = Annotated[ExactDecimal, Field(ge=0)]
 PositiveMoney = Annotated[ExactDecimal, Field(gt=0)]
-UnitPrice = Annotated[ExactDecimal, Field(ge=0, decimal_places=4)]
-"""Unit prices may be finer than the currency's minor unit (3-decimal prices are common)."""
+UnitPrice = Annotated[ExactDecimal, Field(ge=0, decimal_places=8)]
+"""Unit prices may be finer than the currency's minor unit (3-decimal prices are common; an
+ERP keeps a discounted one with up to 6 decimals, Tryton's price_decimal up to 8)."""
 Quantity = Annotated[ExactDecimal, Field(gt=0)]
 Percent = Annotated[ExactDecimal, Field(ge=0, le=100)]
 

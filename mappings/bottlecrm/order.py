@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date, datetime
-from decimal import Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,12 +23,15 @@ from pydantic import BaseModel
 from connectors.bottlecrm.models import Account, DealNote, LineItem, Opportunity
 from crmhub.errors import MappingError
 from mappings.base import XrefLookup, content_hash
-from schemas.canonical import CURRENCIES, Order, line_net_amount
+from schemas.canonical import CURRENCIES, Order, TaxRule, line_net_amount
 
 SYSTEM = "bottlecrm"
 WON_STAGE = "CLOSED_WON"
 #: Fields the CRM does not own (the ERP sets the number) or that change on every save.
 NOT_OWNED = frozenset({"number", "updated_at"})
+#: BottleCRM (Django) keeps line totals in 2 decimals, rounded half to even: the order's line
+#: nets are its figures (the CRM owns them), so the hub rounds as it does.
+CRM_RULE = TaxRule(ROUND_HALF_EVEN)
 ERP_NUMBER_MARKER = "crmhub:erp-order"
 ERP_REFUSED_MARKER = "crmhub:erp-refused"
 
@@ -63,12 +66,20 @@ def to_order(won: WonDeal, default_currency: str, fallback_tax_rate: Decimal | N
     lines = [line_values(n, line, currency)
              for n, line in enumerate(sorted(won.lines, key=lambda x: x.order), start=1)]
     try:
-        return Order.build(id=deal.id, customer_id=won.account.id, currency=currency,
-                           ordered_on=deal.closed_on or won.won_on, lines=lines,
-                           deal_id=deal.id, notes=deal.description, updated_at=won.updated_at,
-                           fallback_tax_rate=fallback_tax_rate)
+        won_order = Order.build(
+            id=deal.id, customer_id=won.account.id, currency=currency,
+            ordered_on=deal.closed_on or won.won_on, lines=lines, deal_id=deal.id,
+            notes=deal.description, updated_at=won.updated_at,
+            fallback_tax_rate=fallback_tax_rate, rule=CRM_RULE)
     except ValueError as exc:  # the canonical model's checks, said for this deal
         raise MappingError(f"{where}: {exc}", system=SYSTEM) from None
+    for line, ordered in zip(sorted(won.lines, key=lambda x: x.order), won_order.lines,
+                             strict=True):
+        if line.total is not None and line.total != ordered.net_amount:
+            raise MappingError(f"{where}: line {ordered.line_no} is {line.total} {currency} in "
+                               f"BottleCRM, its quantity, price and discount give "
+                               f"{ordered.net_amount}", system=SYSTEM)
+    return won_order
 
 
 def is_won(deal: Opportunity) -> bool:

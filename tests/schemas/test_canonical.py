@@ -150,9 +150,11 @@ def test_three_decimal_unit_price_is_rounded_half_up_on_the_line() -> None:
     assert order.total == D("0.63")
 
 
-def test_unit_price_with_more_than_four_decimals_is_rejected() -> None:
-    with pytest.raises(ValidationError, match="4 decimal places"):
-        won_order(lines=[{"sku": "NUT", "quantity": "1", "unit_price": "0.12345"}])
+def test_unit_price_with_more_than_eight_decimals_is_rejected() -> None:
+    assert won_order(lines=[{"sku": "NUT", "quantity": "8", "unit_price": "0.12345678"}]
+                     ).lines[0].net_amount == D("0.99")
+    with pytest.raises(ValidationError, match="8 decimal places"):
+        won_order(lines=[{"sku": "NUT", "quantity": "1", "unit_price": "0.123456789"}])
 
 
 def test_discount_is_applied_before_rounding() -> None:
