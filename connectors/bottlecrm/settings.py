@@ -38,6 +38,11 @@ class BottleCrmSettings(BaseSettings):
         default=5.0, gt=0, description="how long the ingress tries to publish to Kafka "
         "before it answers 503 (BottleCRM then retries the delivery)")
 
+    @field_validator("default_tax_rate", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("default_currency")
     @classmethod
     def _known_currency(cls, value: str) -> str:
