@@ -603,32 +603,25 @@ class Store:
         its target system) dead-lettered the awaited entity's own message, and nobody has
         asked to replay it. Dead letters of waits (expired or dead dependencies of their own)
         do not count: they are not the dependency's source."""
-        by_system: dict[str, list[str]] = {}
-        for flow, system in targets.items():
-            by_system.setdefault(system, []).append(flow)
-        found: list[tuple[Parked, DeadLetter]] = []
-        with self.session() as s:
-            for system, flows in sorted(by_system.items()):
-                rows = s.exec(
-                    select(Parked, DeadLetter)
-                    .join(Ledger, (col(Ledger.entity) == col(Parked.waits_entity))
-                          & (col(Ledger.entity_id) == col(Parked.waits_id)))
-                    .join(DeadLetter, (col(DeadLetter.event_id) == col(Ledger.event_id))
-                          & (col(DeadLetter.flow) == col(Ledger.flow)))
-                    .where(col(Parked.state) == ParkedState.WAITING,
-                           col(Parked.waits_system) == system,
-                           col(Ledger.status) == LedgerStatus.DEAD,
-                           col(Ledger.flow).in_(flows),
-                           col(DeadLetter.status) == DeadLetterStatus.DEAD,
-                           col(DeadLetter.error_class).not_in(NOT_A_SOURCE))
-                    .order_by(col(Parked.id), col(DeadLetter.id))
-                    .limit(limit)).all()
-                seen = {parked.id for parked, _ in found}
-                for parked, letter in rows:
-                    if parked.id not in seen:  # the first dead letter is enough
-                        seen.add(parked.id)
-                        found.append((parked, letter))
-        return found
+        found: dict[int | None, tuple[Parked, DeadLetter]] = {}
+        with self.session() as s:  # from the (few) dead letters, by index to what waits
+            rows = s.exec(
+                select(Parked, DeadLetter).select_from(DeadLetter)
+                .join(Ledger, (col(Ledger.event_id) == col(DeadLetter.event_id))
+                      & (col(Ledger.flow) == col(DeadLetter.flow)))
+                .join(Parked, (col(Parked.waits_entity) == col(Ledger.entity))
+                      & (col(Parked.waits_id) == col(Ledger.entity_id)))
+                .where(col(DeadLetter.status) == DeadLetterStatus.DEAD,
+                       col(DeadLetter.error_class).not_in(NOT_A_SOURCE),
+                       col(DeadLetter.flow).in_(sorted(targets)),
+                       col(Ledger.status) == LedgerStatus.DEAD,
+                       col(Parked.state) == ParkedState.WAITING)
+                .order_by(col(Parked.id), col(DeadLetter.id))
+                .limit(limit)).all()
+        for parked, letter in rows:  # the awaited system is the one that flow writes to
+            if targets[letter.flow] == parked.waits_system and parked.id not in found:
+                found[parked.id] = (parked, letter)
+        return list(found.values())
 
     def list_parked(self, flow: str | None = None, limit: int = 100) -> list[Parked]:
         with self.session() as s:
