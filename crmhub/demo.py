@@ -233,8 +233,11 @@ async def run_crm_scenario(hub: Hub, say: Timeline, crm: BottleCrmServer, erp: T
         return found
 
     deal = await asyncio.to_thread(_crm_deal, crm)
-    say(f"BottleCRM: account 'Müller Anlagenbau GmbH', deal {deal} with 1 x PUMP-200 at "
-        "1450.00 and 2 x SEAL-KIT at 39.90 (EUR)")
+    amount = (await asyncio.to_thread(crm.api, "GET", f"/api/opportunities/{deal}/")
+              )["opportunity_obj"]["amount"]
+    say(f"BottleCRM: account 'Müller Anlagenbau GmbH', deal {deal}: 1 x PUMP-200 at 1450.00, "
+        f"40 x SEAL-KIT at 39.90 less 7.5%, 3 x MANUAL at 19.00 = {amount} EUR (no tax: "
+        "the ERP's product taxes apply)")
     won_at = time.monotonic()
     await asyncio.to_thread(crm.api, "PATCH", f"/api/opportunities/{deal}/",
                             {"stage": "CLOSED_WON", "closed_on": date.today().isoformat()})
@@ -243,12 +246,16 @@ async def run_crm_scenario(hub: Hub, say: Timeline, crm: BottleCrmServer, erp: T
                           lambda: store.external_id("order", deal, "tryton"), won_at)
     if sale_id is None:
         return False
-    (sale,) = await erp.read("sale.sale", [int(sale_id)], ["number", "state", "total_amount"])
-    say(f"     sale {sale['number']} ({sale['state']}, {sale['total_amount']} EUR incl. 19% tax)")
-    note = f"ERP order {sale['number']}"
-    if not await until(f"  -> BottleCRM deal shows '{note}'",
-                       lambda: any(note in c for c in _crm_comments(crm, deal)), won_at):
+    (sale,) = await erp.read("sale.sale", [int(sale_id)], [
+        "number", "state", "untaxed_amount", "tax_amount", "total_amount"])
+    say(f"     sale {sale['number']} ({sale['state']}): net {sale['untaxed_amount']} + tax "
+        f"{sale['tax_amount']} (19% and 7%, from the products) = {sale['total_amount']} EUR")
+    note = f"ERP order {sale['number']} confirmed: total {sale['total_amount']} EUR"
+    shown_note = await until("  -> BottleCRM deal shows the ERP's totals", lambda: next(
+        (c for c in _crm_comments(crm, deal) if note in c), None), won_at)
+    if shown_note is None:
         return False
+    say(f"     note on the deal: {shown_note}")
     (invoice_id,) = await tryton_ops.sale_invoices(erp, int(sale_id))
     await tryton_ops.post_invoice(erp, invoice_id)
     posted_at = time.monotonic()
@@ -288,9 +295,13 @@ def _crm_deal(crm: BottleCrmServer) -> str:
     deal = str(crm.api("POST", "/api/opportunities/", {
         "name": "Pump station Esslingen", "account": account, "stage": "NEGOTIATION",
         "currency": "EUR", "contacts": [contact]})["id"])
-    for sku, quantity, price in (("PUMP-200", "1", "1450.00"), ("SEAL-KIT", "2", "39.90")):
-        crm.api("POST", f"/api/opportunities/{deal}/line-items/", {
-            "product_id": crm.products[sku], "quantity": quantity, "unit_price": price})
+    for sku, quantity, price, discount in (("PUMP-200", "1", "1450.00", None),
+                                           ("SEAL-KIT", "40", "39.90", "7.5"),
+                                           ("MANUAL", "3", "19.00", None)):
+        line = {"product_id": crm.products[sku], "quantity": quantity, "unit_price": price}
+        if discount:
+            line.update(discount_type="PERCENTAGE", discount_value=discount)
+        crm.api("POST", f"/api/opportunities/{deal}/line-items/", line)
     return deal
 
 

@@ -5,9 +5,12 @@ The step decides what happens from the kind alone:
 - MissingDependency  park the message; replay it when the awaited cross-reference is bound
 - PermanentError     dead-letter at once with context and move on
 - MappingError       a PermanentError raised by a pure mapping (bad or unknown input)
+- AmountMismatch     a PermanentError: the target cannot hold the owner's amounts exactly
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class HubError(Exception):
@@ -43,10 +46,23 @@ class PermanentError(HubError):
     def __init__(self, message: str, *, system: str = ""):
         super().__init__(message)
         self.system = system
+        #: Events the step publishes with the dead letter, so the systems that must hear of
+        #: a refusal do (set by the flow that catches it; e.g. order.refused -> a CRM note).
+        self.follow_ups: list[Any] = []
+
+    def telling(self, *events: Any) -> PermanentError:
+        """This error, with `events` to publish alongside its dead letter."""
+        self.follow_ups.extend(events)
+        return self
 
 
 class MappingError(PermanentError):
     """A mapping could not translate the payload (unknown code, missing field, bad value)."""
+
+
+class AmountMismatch(PermanentError):
+    """The target cannot hold the owner's amounts exactly, or computed others: the record is
+    refused (dead-lettered, both amounts named) rather than written different (docs/money.md)."""
 
 
 class DecodeError(PermanentError):

@@ -405,7 +405,7 @@ class Hub:
 
     async def sweep(self) -> dict[str, int]:
         store = self.store
-        done = {"replayed": 0, "expired": 0, "dlq_replayed": 0}
+        done = {"replayed": 0, "expired": 0, "dependency_dead": 0, "dlq_replayed": 0}
         await self.db(store.requeue_stale_replays, timedelta(minutes=2))
         for parked in await self.db(store.claim_replayable):
             await self._replay(parked.topic, parked.key, parked.value, parked.headers,
@@ -420,6 +420,18 @@ class Hub:
                                                f"and expired: {error}"),
                                    attempts=parked.attempts, first_failure_at=parked.parked_at)
             done["expired"] += 1
+        # a dependency whose own message was dead-lettered will never be bound: its waiting
+        # dependents go to the dead letters too, naming it (instead of waiting to expire)
+        targets = {flow.name: flow.target for flow in self.flows}
+        for parked, cause in await self.db(store.dead_dependencies, targets):
+            raw = RawMessage(parked.topic, parked.partition, parked.offset, parked.key,
+                             parked.value, tuple(RawMessage.headers_from_json(parked.headers)))
+            await self.dead_letter(parked.flow, parked.group_id, raw, DependencyDead(
+                f"waited for {parked.waits_entity} {parked.waits_id!r} in "
+                f"{parked.waits_system}, whose message {cause.flow} dead-lettered (dead "
+                f"letter #{cause.id}): {cause.error_message}"),
+                attempts=parked.attempts, first_failure_at=parked.parked_at)
+            done["dependency_dead"] += 1
         for letter in await self.db(store.requested_replays):
             poller = self.pollers.get(letter.flow)
             if poller is not None:  # a feed's refused record: map it again, in the feed
@@ -468,6 +480,10 @@ def _text_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
     except (UnicodeDecodeError, AttributeError):
         headers = [(k, (v or b"").decode(errors="replace").encode()) for k, v in record.headers]
         return dataclasses.replace(record, headers=headers)
+
+
+class DependencyDead(Exception):
+    """A parked message whose awaited dependency was dead-lettered at its source."""
 
 
 class ParkExpired(Exception):

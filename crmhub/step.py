@@ -449,6 +449,8 @@ class Step(Generic[M, S]):
         except Exception as exc:  # PermanentError, MappingError, ValidationError, or a bug:
             if not isinstance(exc, PermanentError | ValidationError):  # never stall a partition
                 log.exception("unexpected error in flow %s", flow.name)
+            # a refusal other systems must hear of goes out with its dead letter
+            await hub.publish_events(getattr(exc, "follow_ups", []), flow.name)
             await hub.dead_letter(flow.name, flow.group, raw, exc, event=event,
                                   attempts=attempts(), first_failure_at=started)
             return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,6 +56,9 @@ from schemas.state import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 4_172_031  # pg_advisory_lock key: replicas starting together migrate once
+#: Dead letters that are waits of their own (a park that expired, a dependency that died):
+#: they say nothing of the entity they concern being unbindable (see dead_dependencies).
+NOT_A_SOURCE = ("ParkExpired", "DependencyDead")
 
 
 @dataclass(frozen=True)
@@ -592,6 +595,33 @@ class Store:
             return list(s.exec(select(Parked).where(
                 col(Parked.expires_at) < utcnow(), col(Parked.state) == ParkedState.WAITING)
                 .order_by(col(Parked.id)).limit(limit)).all())
+
+    def dead_dependencies(self, targets: Mapping[str, str], limit: int = 100
+                          ) -> list[tuple[Parked, DeadLetter]]:
+        """Waiting parked rows whose awaited cross-reference will not come, each with the dead
+        letter that says why: a flow writing to the awaited system (`targets`: flow name ->
+        its target system) dead-lettered the awaited entity's own message, and nobody has
+        asked to replay it. Dead letters of waits (expired or dead dependencies of their own)
+        do not count: they are not the dependency's source."""
+        found: dict[int | None, tuple[Parked, DeadLetter]] = {}
+        with self.session() as s:  # from the (few) dead letters, by index to what waits
+            rows = s.exec(
+                select(Parked, DeadLetter).select_from(DeadLetter)
+                .join(Ledger, (col(Ledger.event_id) == col(DeadLetter.event_id))
+                      & (col(Ledger.flow) == col(DeadLetter.flow)))
+                .join(Parked, (col(Parked.waits_entity) == col(Ledger.entity))
+                      & (col(Parked.waits_id) == col(Ledger.entity_id)))
+                .where(col(DeadLetter.status) == DeadLetterStatus.DEAD,
+                       col(DeadLetter.error_class).not_in(NOT_A_SOURCE),
+                       col(DeadLetter.flow).in_(sorted(targets)),
+                       col(Ledger.status) == LedgerStatus.DEAD,
+                       col(Parked.state) == ParkedState.WAITING)
+                .order_by(col(Parked.id), col(DeadLetter.id))
+                .limit(limit)).all()
+        for parked, letter in rows:  # the awaited system is the one that flow writes to
+            if targets[letter.flow] == parked.waits_system and parked.id not in found:
+                found[parked.id] = (parked, letter)
+        return list(found.values())
 
     def list_parked(self, flow: str | None = None, limit: int = 100) -> list[Parked]:
         with self.session() as s:

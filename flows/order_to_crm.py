@@ -1,9 +1,11 @@
-"""ERP order numbers back onto the BottleCRM deal, as a note.
+"""ERP order numbers and totals back onto the BottleCRM deal, as a note; or why the ERP
+refused the order.
 
-in:  canonical.order.v1 (order.accepted, data.number = the ERP's number)   key: order id
-     group: crm-orders
-out: a comment on the deal "ERP order <number> confirmed ..." (orders not from a BottleCRM
-     deal are left alone)
+in:  canonical.order.v1 (order.accepted: the ERP's number and figures; order.refused)
+     key: order id   group: crm-orders
+out: a comment on the deal "ERP order <number> confirmed: total ... (net ... + tax ...)",
+     or "ERP refused this order: <both amounts>" (orders not from a BottleCRM deal are left
+     alone)
 idempotency: ledger(event_id, flow) + the comment carries a marker with the number and is
              not posted again when a comment has it; deal comments fire no webhook (no echo)
 retry: transient -> backoff until BottleCRM answers; refused -> DLQ
@@ -22,9 +24,10 @@ from schemas.envelope import Event
 async def on_order_accepted(event: Event[Order], s: Run, crm: BottleCrm) -> None:
     if s.xref.get("order", event.data.id, SYSTEM) is None:
         return  # not a BottleCRM deal
-    await s.call(crm.put_note, order.erp_number_note(event.data, s.xref))
+    note = order.refusal_note if event.type == "order.refused" else order.erp_number_note
+    await s.call(crm.put_note, note(event.data, s.xref))
 
 
 flow = Flow(name="order_to_crm", topic=topics.ORDER, group="crm-orders",
-            accepts=frozenset({"order.accepted"}), model=Order, handler=on_order_accepted,
-            sink=BottleCrm.from_env, target=SYSTEM)
+            accepts=frozenset({"order.accepted", "order.refused"}), model=Order,
+            handler=on_order_accepted, sink=BottleCrm.from_env, target=SYSTEM)

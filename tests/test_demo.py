@@ -39,12 +39,17 @@ def test_demo_once_runs_the_scenario_and_exits_zero(tmp_path: Path) -> None:
     assert "every ERP and SCM change arrived once" in output
     # the CRM loop: BottleCRM deal won -> Tryton sale -> number on the deal -> invoice -> paid
     assert re.search(r"-> Tryton sale confirmed, [\d.]+s later", output)
-    assert re.search(r"-> BottleCRM deal shows 'ERP order \S+', [\d.]+s later", output)
+    # the deal is 2983.30 net (40 x 39.90 less 7.5% among its lines); the ERP adds its
+    # products' taxes (19% and 7%), and the note on the deal shows the ERP's figures
+    assert "= 2983.30 EUR (no tax" in output
+    assert re.search(r"-> BottleCRM deal shows the ERP's totals, [\d.]+s later", output)
+    assert re.search(r"note on the deal: ERP order \S+ confirmed: total 3543\.29 EUR \(net "
+                     r"2983\.30 \+ tax 559\.99\)", output)
     assert re.search(r"-> invoice in BottleCRM, [\d.]+s later", output)
     assert "-> BottleCRM invoice Partially_Paid" in output
     assert re.search(r"-> BottleCRM invoice Paid, [\d.]+s later", output)
     # the second is the payment itself, or the settlement when the "paid" state overtook it
-    assert re.search(r"payments in BottleCRM: 910\.23 \(tryton-payment-\d+\), 910\.23 "
+    assert re.search(r"payments in BottleCRM: 1771\.64 \(tryton-payment-\d+\), 1771\.65 "
                      r"\(tryton-(payment-\d+|invoice-\d+:settled)\)", output)
     assert "CRM loop done" in output
     # the OA half: an order above the limit waits for approval in Matrix, a scripted approver

@@ -31,7 +31,7 @@ from connectors.bottlecrm.models import (
 )
 from connectors.bottlecrm.settings import BottleCrmSettings
 from connectors.http import HttpClient, retry_after
-from crmhub.errors import HubError, PermanentError, TransientError
+from crmhub.errors import AmountMismatch, HubError, PermanentError, TransientError
 
 SYSTEM = "bottlecrm"
 
@@ -186,13 +186,26 @@ class BottleCrm(HttpClient):
     async def ensure_invoice(self, draft: InvoiceDraft) -> Invoice:
         """The CRM invoice for `draft.reference`: found, or created; then sent (Draft -> Sent).
 
-        Searched first, so a redelivered invoice.posted never creates a second one."""
+        Searched first, so a redelivered invoice.posted never creates a second one. An
+        invoice BottleCRM refuses, or whose total it computes otherwise than the ERP's, is
+        refused naming both amounts (AmountMismatch when the totals differ), never left
+        different."""
         found = await self.find_invoice(draft.reference)
         if found is None:
-            body = draft.model_dump(mode="json", exclude={"reference"})
+            body = draft.model_dump(mode="json", exclude={"reference", "total"})
             body["contact_id"] = await self.billing_contact(draft)
-            answer = await self.request("POST", "/api/invoices/", json=body)
+            try:
+                answer = await self.request("POST", "/api/invoices/", json=body)
+            except PermanentError as exc:
+                raise PermanentError(
+                    f"invoice {draft.invoice_title} ({draft.total} {draft.currency} in the "
+                    f"ERP): BottleCRM refused it: {exc}", system=SYSTEM) from None
             found = await self.invoice(str(_dig_id(answer, "invoice")))
+        if found.total_amount != draft.total:
+            raise AmountMismatch(
+                f"invoice {draft.invoice_title}: BottleCRM computed {found.total_amount} "
+                f"{draft.currency}, the ERP's total is {draft.total} {draft.currency}",
+                system=SYSTEM)
         if found.status == "Draft":
             await self.request("POST", f"/api/invoices/{found.id}/send/")
             found = await self.invoice(found.id)

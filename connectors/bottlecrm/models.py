@@ -188,6 +188,7 @@ class InvoiceDraft(CrmModel):
     due_date: date
     notes: str = ""
     line_items: list[dict[str, Any]]
+    total: Decimal = Field(description="the ERP's total: what BottleCRM must compute")
 
 
 class PaymentDraft(CrmModel):

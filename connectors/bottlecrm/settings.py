@@ -25,9 +25,10 @@ class BottleCrmSettings(BaseSettings):
     page_size: int = Field(default=100, ge=1, le=1000, description="records per list page")
     default_currency: str = Field(
         default="EUR", description="currency of accounts and deals that name none")
-    default_tax_rate: Decimal = Field(
-        default=Decimal(0), ge=0, le=100, description="tax rate (percent) given to won-deal "
-        "lines, which carry none in BottleCRM; the ERP applies its tax of that rate")
+    default_tax_rate: Decimal | None = Field(
+        default=None, ge=0, le=100, description="fallback tax rate (percent) for won-deal "
+        "lines whose product has no customer tax in the ERP (BottleCRM lines carry no tax: "
+        "the ERP's product tax applies); empty = such lines are sold untaxed")
     webhook_tolerance_seconds: float = Field(
         default=300.0, gt=0, description="how far a webhook's signed timestamp may be from "
         "now; older (or replayed) deliveries are refused")
@@ -36,6 +37,11 @@ class BottleCrmSettings(BaseSettings):
     publish_timeout_seconds: float = Field(
         default=5.0, gt=0, description="how long the ingress tries to publish to Kafka "
         "before it answers 503 (BottleCRM then retries the delivery)")
+
+    @field_validator("default_tax_rate", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("default_currency")
     @classmethod

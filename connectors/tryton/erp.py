@@ -5,15 +5,23 @@ Every write is idempotent by a reference the hub puts into the record and search
 creating: a party carries the identifier `crmhub:<customer id>`, a sale's `reference` is the
 canonical order id. A crash between the ERP write and the hub's ledger write therefore never
 creates a second party or sale; the redelivery finds the record and finishes what is left
-(quote, confirm). Reference data (currencies, products, taxes, countries) is read once and
-cached; a code the cache lacks is looked up again before it is called unknown.
+(quote, confirm). Reference data (currencies, products and their customer taxes, taxes,
+countries, the price precision and tax rounding) is read once and cached; a code the cache
+lacks is looked up again before it is called unknown.
+
+Money (docs/money.md): a sale is checked before it is confirmed -- the line amounts and
+totals the ERP computed must be the ones the mapping expected (SaleValues.expected); if not,
+the draft is deleted and the order refused (AmountMismatch, both amounts named). After
+confirming, the sale's own figures are read back (PlacedSale) for what goes to the CRM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -25,8 +33,11 @@ from connectors.tryton.models import (
     Catalogue,
     CatalogueProduct,
     PartyValues,
+    PlacedLine,
     PlacedSale,
     ProductWanted,
+    SaleFigures,
+    SaleLineValues,
     SaleValues,
     TrytonInvoice,
     TrytonInvoiceLine,
@@ -34,7 +45,7 @@ from connectors.tryton.models import (
     TrytonTax,
 )
 from connectors.tryton.settings import TrytonSettings
-from crmhub.errors import PermanentError
+from crmhub.errors import AmountMismatch, PermanentError
 
 SYSTEM = "tryton"
 #: How long reference data (currencies, taxes) is trusted before it is read again.
@@ -50,6 +61,9 @@ class TrytonErp:
         self._tax_rates: dict[int, Decimal | None] = {}
         self._countries: dict[str, int] = {}
         self._products: dict[str, CatalogueProduct] = {}
+        self._price_digits = 4
+        self._tax_rounding = "document"
+        self._discounts = False
         self._read_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -160,16 +174,31 @@ class TrytonErp:
                 await self._read_products(codes - set(self._products))
             if self.settings.auto_create_products:
                 await self._create_products([p for p in wanted if p.code not in self._products])
-        return Catalogue(currencies=self._currencies,
-                         products={k: v for k, v in self._products.items() if k in codes},
-                         taxes=self._taxes)
+            products = {k: v for k, v in self._products.items() if k in codes}
+            await self._known_tax_rates({t for p in products.values() for t in p.customer_taxes})
+        return Catalogue(currencies=self._currencies, products=products, taxes=self._taxes,
+                         tax_rates={t: _percent(r) for t, r in self._tax_rates.items()},
+                         price_digits=self._price_digits,
+                         tax_rounding="line" if self._tax_rounding == "line" else "document",
+                         discounts=self._discounts)
 
     async def _read_reference(self) -> None:
         c = self.client
-        currencies, taxes = await asyncio.gather(
+        currencies, taxes, line_fields, configuration = await asyncio.gather(
             c.search_read("currency.currency", [], ["code"]),
             c.search_read("account.tax", [("type", "=", "percentage"), ("parent", "=", None)],
-                          ["rate"], order=[("id", "ASC")]))
+                          ["rate"], order=[("id", "ASC")]),
+            c.model("sale.line", "fields_get", ["unit_price", "base_price"]),
+            c.read("account.configuration", [1], ["tax_rounding"]))
+        # the digits the server reports are its [product] price_decimal: "[null, 6]"
+        digits = line_fields["unit_price"].get("digits")
+        if isinstance(digits, str):
+            digits = json.loads(digits)
+        if isinstance(digits, list) and isinstance(digits[-1], int):
+            self._price_digits = digits[-1]
+        self._discounts = "base_price" in line_fields
+        self._tax_rounding = (configuration[0].get("tax_rounding") if configuration else None
+                              ) or "document"
         self._currencies = {r["code"]: r["id"] for r in currencies}
         by_rate: dict[Decimal, int] = {}
         for tax in taxes:
@@ -181,10 +210,13 @@ class TrytonErp:
     async def _read_products(self, codes: set[str]) -> None:
         rows = await self.client.search_read(
             "product.product", [("code", "in", sorted(codes)), ("salable", "=", True)],
-            ["code", "rec_name", "sale_uom", "default_uom"])
+            ["code", "rec_name", "sale_uom", "default_uom",
+             "template.account_category.customer_taxes_used"])
         for row in rows:
+            category = (row.get("template.") or {}).get("account_category.") or {}
             self._products[row["code"]] = CatalogueProduct(
-                id=row["id"], uom=row.get("sale_uom") or row["default_uom"], name=row["rec_name"])
+                id=row["id"], uom=row.get("sale_uom") or row["default_uom"], name=row["rec_name"],
+                customer_taxes=category.get("customer_taxes_used") or [])
 
     async def _create_products(self, missing: Sequence[ProductWanted]) -> None:
         """Create products in the accounting category that carries their customer tax."""
@@ -211,24 +243,60 @@ class TrytonErp:
         await self._read_products({product.code for product in missing})
 
     async def place_sale(self, sale: SaleValues) -> PlacedSale:
-        """Find the sale by reference or create it, then quote and confirm it."""
+        """Find the sale by reference or create it, check the ERP's figures against the
+        expected ones, then quote and confirm it; its figures read back after confirming."""
         c = self.client
         found = await c.search_read("sale.sale", [("reference", "=", sale.reference)],
                                     ["number", "state"], limit=1)
         if found:
             sale_id, state = found[0]["id"], found[0]["state"]
             if state in ("confirmed", "processing", "done"):
-                return PlacedSale(id=sale_id, number=found[0]["number"], state=state)
+                return await self._placed(sale_id)
         else:
             sale_id, state = await self._create_sale(sale), "draft"
         if state == "cancelled":
             raise PermanentError(f"sale {found[0]['number'] or sale_id} for order "
                                  f"{sale.reference!r} was cancelled in the ERP", system=SYSTEM)
+        await self._check_figures(sale_id, state, sale)
         if state == "draft":
             await c.button("sale.sale", "quote", [sale_id])
         await c.button("sale.sale", "confirm", [sale_id])
-        (row,) = await c.read("sale.sale", [sale_id], ["number", "state"])
-        return PlacedSale(id=sale_id, number=row["number"], state=row["state"])
+        return await self._placed(sale_id)
+
+    async def _check_figures(self, sale_id: int, state: str, sale: SaleValues) -> None:
+        """Refuse the sale (AmountMismatch; a draft is deleted, so a replay after a fix starts
+        afresh) when the ERP computed other amounts than the expected ones."""
+        erp = (await self._figures(sale_id)).figures
+        differences = sale.expected.differences(erp)
+        if not differences:
+            return
+        if state == "draft":
+            await self.client.delete("sale.sale", [sale_id])
+        currency, want = sale.currency_code, sale.expected
+        raise AmountMismatch(
+            f"order {sale.reference}: the ERP computed total {erp.total} {currency} (net "
+            f"{erp.untaxed} + tax {erp.tax}), the CRM's amounts give {want.total} {currency} "
+            f"(net {want.untaxed} + tax {want.tax}); {'; '.join(differences)}", system=SYSTEM)
+
+    async def _placed(self, sale_id: int) -> PlacedSale:
+        read = await self._figures(sale_id)
+        return PlacedSale(id=sale_id, number=read.row["number"], state=read.row["state"],
+                          lines=read.lines, untaxed_amount=read.figures.untaxed,
+                          tax_amount=read.figures.tax, total_amount=read.figures.total)
+
+    async def _figures(self, sale_id: int) -> _SaleRead:
+        """The sale's number, state, line amounts and taxes and totals, as the ERP has them."""
+        c = self.client
+        (row,), lines = await asyncio.gather(
+            c.read("sale.sale", [sale_id], ["number", "state", "untaxed_amount", "tax_amount",
+                                            "total_amount"]),
+            c.search_read("sale.line", [("sale", "=", sale_id), ("type", "=", "line")],
+                          ["amount", "taxes"], order=[("sequence", "ASC"), ("id", "ASC")]))
+        await self._known_tax_rates({t for line in lines for t in line["taxes"]})
+        return _SaleRead(row, [PlacedLine(amount=line["amount"], tax_rates=[
+            _percent(self._tax_rates.get(t)) for t in line["taxes"]]) for line in lines],
+            SaleFigures(lines=[line["amount"] for line in lines], untaxed=row["untaxed_amount"],
+                        tax=row["tax_amount"], total=row["total_amount"]))
 
     async def _create_sale(self, sale: SaleValues) -> int:
         addresses = await self.client.search_read(
@@ -239,13 +307,9 @@ class TrytonErp:
                                  "needs one to quote a sale", system=SYSTEM)
         invoice = next((a for a in addresses if a["invoice"]), addresses[0])
         delivery = next((a for a in addresses if a["delivery"]), addresses[0])
-        values = sale.model_dump(exclude={"lines"})
+        values = sale.model_dump(exclude={"lines", "expected", "currency_code"})
         values.update(invoice_address=invoice["id"], shipment_address=delivery["id"], lines=[
-            ("create", [{"type": "line", "product": line.product,
-                         # quantity is a Float field in Tryton
-                         "quantity": float(line.quantity), "unit": line.unit,
-                         "unit_price": line.unit_price, "description": line.description,
-                         "taxes": [("add", line.taxes)]} for line in sale.lines])])
+            ("create", [_line(line) for line in sale.lines])])
         (sale_id,) = await self.client.create("sale.sale", [values])
         return int(sale_id)
 
@@ -345,6 +409,29 @@ class TrytonErp:
         if missing:
             for row in await self.client.read("account.tax", missing, ["rate"]):
                 self._tax_rates[row["id"]] = row["rate"]
+
+
+@dataclass(frozen=True)
+class _SaleRead:
+    row: dict[str, Any]
+    lines: list[PlacedLine]
+    figures: SaleFigures
+
+
+def _line(line: SaleLineValues) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "type": "line", "product": line.product,
+        "quantity": float(line.quantity),  # a Float field in Tryton
+        "unit": line.unit, "unit_price": line.unit_price, "description": line.description,
+        "taxes": [("add", line.taxes)]}
+    if line.base_price is not None:
+        values["base_price"] = line.base_price
+    return values
+
+
+def _percent(rate: Decimal | None) -> Decimal | None:
+    """A Tryton tax rate (a fraction, 0.19) in percent (19)."""
+    return None if rate is None else (rate * 100).normalize()
 
 
 def _address(address: AddressValues, countries: dict[str, int]) -> dict[str, Any]:

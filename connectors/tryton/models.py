@@ -54,6 +54,8 @@ class CatalogueProduct(TrytonModel):
     id: int
     uom: int
     name: str = ""
+    #: the product's customer taxes (its accounting category's), as tax ids
+    customer_taxes: list[int] = Field(default_factory=list)
 
 
 class ProductWanted(TrytonModel):
@@ -72,7 +74,17 @@ class Catalogue(TrytonModel):
     products: dict[str, CatalogueProduct] = Field(default_factory=dict)
     #: customer percentage taxes by rate in percent ("19" -> tax id)
     taxes: dict[Decimal, int] = Field(default_factory=dict)
+    #: the rate in percent of every tax the products name (tax id -> "19"); None: not a
+    #: percentage tax
+    tax_rates: dict[int, Decimal | None] = Field(default_factory=dict)
     payment_term: int | None = None
+    #: decimals the ERP keeps in a sale line's unit price (trytond's [product] price_decimal,
+    #: as the server reports the field's digits)
+    price_digits: int = 4
+    #: the company's tax rounding (account.configuration tax_rounding)
+    tax_rounding: Literal["document", "line"] = "document"
+    #: sale lines have a base price and discount (the trytond-sale-discount module)
+    discounts: bool = False
 
 
 class SaleLineValues(TrytonModel):
@@ -80,8 +92,31 @@ class SaleLineValues(TrytonModel):
     quantity: Decimal
     unit: int
     unit_price: Decimal
+    #: the list price before the discount (sent only where sale lines have one)
+    base_price: Decimal | None = None
     taxes: list[int] = Field(default_factory=list)
     description: str
+
+
+class SaleFigures(TrytonModel):
+    """A sale's money as the ERP computes it: line amounts (in line order) and totals."""
+
+    lines: list[Decimal]
+    untaxed: Decimal
+    tax: Decimal
+    total: Decimal
+
+    def differences(self, erp: SaleFigures) -> list[str]:
+        """Where `erp` (what the ERP computed) differs from these expected figures."""
+        found = [f"line {n}: {want} expected, {got} in the ERP"
+                 for n, (want, got) in enumerate(zip(self.lines, erp.lines, strict=False), 1)
+                 if want != got]
+        if len(self.lines) != len(erp.lines):
+            found.append(f"{len(self.lines)} lines expected, {len(erp.lines)} in the ERP")
+        found += [f"{name}: {want} expected, {got} in the ERP" for name, want, got in (
+            ("untaxed", self.untaxed, erp.untaxed), ("tax", self.tax, erp.tax),
+            ("total", self.total, erp.total)) if want != got]
+        return found
 
 
 class SaleValues(TrytonModel):
@@ -95,12 +130,27 @@ class SaleValues(TrytonModel):
     description: str | None = None
     comment: str | None = None
     lines: list[SaleLineValues] = Field(min_length=1)
+    #: what the ERP must compute for the lines: checked before the sale is confirmed
+    expected: SaleFigures
+    currency_code: str
+
+
+class PlacedLine(TrytonModel):
+    amount: Decimal
+    #: the rates of the line's taxes in percent (19); None: not a percentage tax
+    tax_rates: list[Decimal | None] = Field(default_factory=list)
 
 
 class PlacedSale(TrytonModel):
+    """A confirmed sale, with the ERP's own figures read back after confirming."""
+
     id: int
     number: str
     state: str
+    lines: list[PlacedLine] = Field(default_factory=list)
+    untaxed_amount: Decimal
+    tax_amount: Decimal
+    total_amount: Decimal
 
 
 # --- read side ----------------------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 Layout under ``SANDBOX_ROOT`` (``$CRMHUB_SANDBOX_DIR`` or ``<repo>/.sandbox``, git-ignored)::
 
-    tryton-8.0/venv/                 trytond + modules + proteus (stamp: .crmhub-stamp.json)
-    tryton-8.0/template-bare/        crmhub.sqlite with the modules activated (stamp.json)
-    tryton-8.0/template/             a copy of it, seeded (stamp.json: ids the seed created)
+    tryton-8.0/venv-<req>/           trytond + modules + proteus (stamp: .crmhub-stamp.json)
+    tryton-8.0/template-bare-<key>/  crmhub.sqlite with the modules activated (stamp.json)
+    tryton-8.0/template-<key>/       a copy of it, seeded (stamp.json: ids the seed created)
     tryton-8.0/*.lock, *.log         build locks and the logs of the last install / build
+
+``<req>`` and ``<key>`` are short digests of what each depends on, so checkouts at different
+versions sharing one sandbox folder each keep their own build beside the others' instead of
+rebuilding over them.
 
 Each ``TrytonServer`` copies the template to its own temp dir, so runs never share data, and
 listens on a free port of 127.0.0.1. ``TrytonServer(backend="postgresql")`` instead creates a
@@ -72,14 +76,22 @@ REQUIREMENTS: tuple[str, ...] = (
     "trytond-sale-opportunity~=8.0.0",
     "trytond-account-payment-clearing~=8.0.0",
     "trytond-stock~=8.0.0",
+    "trytond-sale-discount~=8.0.0",  # sale.line base_price + discount (docs/money.md)
     "proteus~=8.0.0",
     "pycountry>=24.6",  # the seed imports the ISO 3166 countries (addresses need them)
     "psycopg[binary,pool]>=3.1",  # trytond 8.0's PostgreSQL backend (backend="postgresql")
 )
 #: Modules activated with ``trytond-admin -u ... --activate-dependencies``.
-MODULES: tuple[str, ...] = ("sale", "sale_opportunity", "account_payment_clearing", "stock")
+MODULES: tuple[str, ...] = ("sale", "sale_opportunity", "account_payment_clearing", "stock",
+                           "sale_discount")
 #: Bump when the seed script changes: the template is rebuilt on the next prepare.
-SEED_VERSION = 4
+SEED_VERSION = 5
+#: Decimals Tryton keeps in unit prices (trytond.conf ``[product] price_decimal``; Tryton's
+#: default is 4). 6 holds every discounted 2-decimal price the hub sends exactly, or a unit
+#: price whose line amount is the CRM's net for quantities up to 10,000 (docs/money.md).
+#: The database records the value it was created with and trytond refuses to start with
+#: another, so it is part of the template key and of every server's configuration.
+PRICE_DECIMAL = 6
 
 DATABASE = "crmhub"
 ADMIN_USER = "admin"
@@ -110,7 +122,8 @@ def venv_bin(name: str) -> Path:
 
 
 def template_dir(seed: bool = True) -> Path:
-    return HOME / ("template" if seed else "template-bare")
+    """The folder of the template of the current venv and seed (built or not)."""
+    return HOME / f"{'template' if seed else 'template-bare'}-{_template_key(seed)[:12]}"
 
 
 def template_db(seed: bool = True) -> Path:
@@ -119,7 +132,8 @@ def template_db(seed: bool = True) -> Path:
 
 # --------------------------------------------------------------------------- venv
 
-VENV = Venv(HOME / "venv", REQUIREMENTS, MIN_PYTHON, "the Tryton sandbox", ("trytond",),
+VENV = Venv(HOME / f"venv-{hashlib.sha256(json.dumps(REQUIREMENTS).encode()).hexdigest()[:8]}",
+            REQUIREMENTS, MIN_PYTHON, "the Tryton sandbox", ("trytond",),
             INSTALL_TIMEOUT, TIMINGS)
 
 
@@ -152,6 +166,7 @@ def _template_key(seed: bool) -> str:
         "modules": list(MODULES),
         "seed_version": SEED_VERSION if seed else None,
         "year": date.today().year if seed else None,
+        "price_decimal": PRICE_DECIMAL,
         "password": hashlib.sha256(ADMIN_PASSWORD.encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -174,6 +189,7 @@ def _write_conf(path: Path, db_dir: Path | None, port: int | None = None,
         lines = ["[database]", "uri = sqlite://", f"path = {db_dir}", "list = False", ""]
     if port is not None:
         lines += ["[web]", f"listen = 127.0.0.1:{port}", ""]
+    lines += ["[product]", f"price_decimal = {PRICE_DECIMAL}", ""]
     for name, body in sections.items():
         lines += [f"[{name}]", body.strip(), ""]
     path.write_text("\n".join(lines))
@@ -909,6 +925,20 @@ account_configuration.save()
 assert account_configuration.default_account_receivable == accounts['receivable']
 assert account_configuration.default_account_payable == accounts['payable']
 
+# A company that invoices in a foreign currency books the rounding of each converted line
+# (and later exchange gains and losses) to exchange accounts: without them Tryton refuses to
+# post a USD invoice whose lines do not convert to a balanced EUR move.
+Account = Model.get('account.account')
+exchange = {}
+for key, name, kind in (('gain', 'Currency exchange gains', 'revenue'),
+                        ('loss', 'Currency exchange losses', 'expense')):
+    account = Account(parent=accounts[kind].parent, name=name, type=accounts[kind].type)
+    account.save()
+    exchange[key] = account
+account_configuration.currency_exchange_credit_account = exchange['gain']
+account_configuration.currency_exchange_debit_account = exchange['loss']
+account_configuration.save()
+
 Journal = Model.get('account.journal')
 cash_journal, = Journal.find([('type', '=', 'cash')], limit=1)
 result = {'payment_method': None, 'payment_journal': None}
@@ -920,7 +950,6 @@ result['payment_method'] = method.id
 
 Module = Model.get('ir.module')
 if Module.find([('name', '=', 'account_payment'), ('state', '=', 'activated')]):
-    Account = Model.get('account.account')
     clearing = Account(parent=accounts['receivable'].parent, name='Bank Clearing',
         type=accounts['payable'].type, reconcile=True, deferral=True)
     clearing.save()
@@ -988,6 +1017,7 @@ result.update({
     'currency': eur.id,
     'currencies': {code: c.id for code, c in currencies.items()},
     'receivable_account': accounts['receivable'].id,
+    'exchange_accounts': {key: a.id for key, a in exchange.items()},
     'payable_account': accounts['payable'].id,
     'fiscalyears': fiscalyears,
     'taxes': {name: tax.id for name, tax in taxes.items()},

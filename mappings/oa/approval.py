@@ -105,8 +105,8 @@ def needs_approval(order: Order, rules: ApprovalRules,
     """Every reason this won order needs approval; empty when it may go straight on."""
     reasons: list[Reason] = []
     limit = rules.amount_limits.get(order.currency)
-    if limit is not None and order.total > limit:
-        reasons.append(Reason(code="amount", currency=order.currency, value=order.total,
+    if limit is not None and order.total_or_net > limit:
+        reasons.append(Reason(code="amount", currency=order.currency, value=order.total_or_net,
                               limit=limit))
     if rules.discount_percent is not None:
         for line in order.lines:
@@ -146,7 +146,7 @@ def request(order: Order, reasons: list[Reason], requested_at: datetime) -> Appr
 def request_content(order: Order, reasons: list[Reason], approval: Approval,
                     language: Language = "en") -> dict[str, Any]:
     """The Matrix message asking for approval: text, HTML, and the approval for the replies."""
-    total = money(order.total, order.currency, language)
+    total = money(order.total_or_net, order.currency, language)
     why = [describe(reason, language) for reason in reasons]
     deal = f" (deal {order.deal_id})" if order.deal_id and language == "en" else (
         f"（商机 {order.deal_id}）" if order.deal_id else "")

@@ -42,7 +42,7 @@ def _notice(kind: Kind, subject: str, lead: str, facts: list[tuple[str, str]],
 
 def order_accepted(order: Order, language: Language = "en") -> Notice:
     """The ERP accepted a won order (order.accepted carries the ERP's number)."""
-    total = money(order.total, order.currency, language)
+    total = money(order.total_or_net, order.currency, language)
     number = order.number or "-"
     if language == "zh":
         return _notice("order_accepted", f"订单 {order.id} 已进入 ERP（{number}）",

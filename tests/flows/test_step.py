@@ -10,7 +10,10 @@ import pytest
 from sqlmodel import Session, select
 
 from crmhub import topics
-from crmhub.errors import TransientError
+from crmhub.errors import PermanentError, TransientError
+from crmhub.step import Flow, Run
+from schemas.canonical import Order
+from schemas.envelope import Event
 from schemas.state import DeadLetter, Ledger, Parked
 from tests.conftest import HubFactory, eventually, publish, read_topic
 from tests.flows.support import (
@@ -171,6 +174,54 @@ async def test_parked_message_expires_into_the_dead_letters(make_hub: HubFactory
     assert "customer 'nobody' is not yet bound in book" in letter.error_message
     assert hub.store.list_parked() == []
     assert book.calls == []
+
+
+async def test_parked_message_whose_dependency_was_dead_lettered_is_dead_lettered_naming_it(
+        make_hub: HubFactory) -> None:
+    book = Ledgerbook(reject={"customer:c-bad"})
+    hub = await make_hub([customer_flow(book), order_flow(book)], park_ttl_seconds=3600)
+    doomed = order_event("o-1", "c-bad")
+    await publish(hub.bootstrap_servers, topics.ORDER, doomed, order_event("o-2", "c-good"))
+    await eventually(lambda: len(hub.store.list_parked()) == 2, message="both orders parked")
+    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event("c-bad"))
+    letters = await eventually(lambda: len(hub.store.list_dead_letters()) == 2
+                               and hub.store.list_dead_letters(), message="two dead letters")
+    [customer, order] = sorted(letters, key=lambda letter: letter.flow)
+    assert (customer.flow, customer.error_class) == ("customer_to_book", "PermanentError")
+    assert (order.flow, order.error_class, order.event_id) == (
+        "order_to_book", "DependencyDead", str(doomed.event_id))
+    assert (f"waited for customer 'c-bad' in book, whose message customer_to_book "
+            f"dead-lettered (dead letter #{customer.id}): PermanentError: ledgerbook refused "
+            "customer:c-bad") in order.error_message
+    # an order waiting for a customer whose message is fine keeps waiting, and goes on
+    [waiting] = hub.store.list_parked()
+    assert waiting.entity_id == "o-2"
+    await publish(hub.bootstrap_servers, topics.CUSTOMER, customer_event("c-good"))
+    await eventually(lambda: book.records.get("order:o-2"), message="o-2 replayed and placed")
+    assert "order:o-1" not in book.calls
+
+
+async def test_a_refusal_carries_its_follow_up_with_the_dead_letter(
+        make_hub: HubFactory) -> None:
+    async def refuse(event: Event[Order], s: Run, book: Ledgerbook) -> None:
+        refusal = PermanentError("the target cannot hold 2900.00, it computed 2900.01")
+        refusal.telling(s.follow_up("order.refused", event.data.model_copy(
+            update={"refusal": str(refusal)})))
+        raise refusal
+
+    flow = Flow(name="order_refuser", topic=topics.ORDER, group="refuser",
+                accepts=frozenset({"order.won"}), model=Order, handler=refuse,
+                sink=Ledgerbook, target="book")
+    hub = await make_hub([flow])
+    won = order_event("o-1", "c-1")
+    await publish(hub.bootstrap_servers, topics.ORDER, won)
+    [letter] = await eventually(hub.store.list_dead_letters, message="refusal dead-lettered")
+    assert "it computed 2900.01" in letter.error_message
+    records = await read_topic(hub.bootstrap_servers, topics.ORDER, 2)
+    [refused] = [json.loads(r.value) for r in records if json.loads(r.value)["type"]
+                 == "order.refused"]
+    assert refused["causation_id"] == str(won.event_id)
+    assert refused["data"]["refusal"] == "the target cannot hold 2900.00, it computed 2900.01"
 
 
 async def test_dlq_replay_reprocesses_exactly_the_chosen_messages(make_hub: HubFactory) -> None:

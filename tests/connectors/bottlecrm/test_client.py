@@ -90,7 +90,8 @@ async def test_a_payment_is_recorded_once_and_never_beyond_what_is_due(
     draft = InvoiceDraft(reference=reference, invoice_title=f"INV/T [{reference}]",
                          account_id=deal.account_id, opportunity_id=deal.deal_id,
                          currency="EUR", issue_date="2026-12-01", due_date="2026-12-31",
-                         line_items=[{"name": "WIDGET", "quantity": "2", "unit_price": "10.00"}])
+                         line_items=[{"name": "WIDGET", "quantity": "2", "unit_price": "10.00"}],
+                         total=Decimal("20.00"))
     async with BottleCrm(crm_settings(bottlecrm_server)) as crm:
         invoice = await crm.ensure_invoice(draft)
         assert (await crm.ensure_invoice(draft)).id == invoice.id  # found, not created again

@@ -290,6 +290,42 @@ def test_sale_for_a_party_made_over_raw_rpc_confirms_into_invoice_and_shipment(
     assert shipment["state"] == "waiting"
 
 
+def test_a_usd_invoice_whose_converted_lines_do_not_balance_posts_with_an_exchange_line(
+        tryton: TrytonServer, rpc: Rpc) -> None:
+    """Each 0.05 USD line is 0.05 EUR (0.0463) but the 0.18 USD receivable is 0.17 EUR: Tryton
+    books the cent to the company's currency exchange account, and refuses to post without
+    one (the seed's multi-currency setup, docs/money.md)."""
+    ctx = rpc.context
+    [germany] = rpc.call("model.country.country.search", [("code", "=", "DE")], 0, 1, None, ctx)
+    [party] = rpc.call("model.party.party.create", [{
+        "name": "USD customer", "addresses": [["create", [{"city": "Boston", "country": germany}]]],
+    }], ctx)
+    [address] = rpc.call("model.party.party.read", [party], ["addresses"], ctx)[0]["addresses"]
+    [widget] = rpc.search_read("product.product", [("code", "=", "WIDGET")],
+                               ["default_uom", "template.account_category.customer_taxes"])
+    seeded = tryton.seeded
+    line = {"type": "line", "product": widget["id"], "quantity": 1.0, "description": "Widget",
+            "unit": widget["default_uom"],
+            "unit_price": {"__class__": "Decimal", "decimal": "0.05"},
+            "taxes": [["add", widget["template."]["account_category."]["customer_taxes"]]]}
+    [sale] = rpc.call("model.sale.sale.create", [{
+        "party": party, "invoice_address": address, "shipment_address": address,
+        "currency": seeded["currencies"]["USD"], "lines": [["create", [line, line, line]]],
+    }], ctx)
+    rpc.call("model.sale.sale.quote", [sale], ctx)
+    rpc.call("model.sale.sale.confirm", [sale], ctx)
+    [done] = rpc.call("model.sale.sale.read", [sale], ["invoices"], ctx)
+    rpc.call("model.account.invoice.post", done["invoices"], ctx)
+    [invoice] = rpc.call("model.account.invoice.read", done["invoices"],
+                         ["state", "total_amount", "move"], ctx)
+    # 0.15 + 19% (0.0285 -> 0.03) = 0.18 USD: receivable 0.17 EUR, revenue 3 x 0.05 + tax 0.03
+    assert (invoice["state"], invoice["total_amount"]) == ("posted", Decimal("0.18"))
+    lines = rpc.search_read("account.move.line", [("move", "=", invoice["move"])],
+                            ["account", "debit", "credit"])
+    exchange = [ln for ln in lines if ln["account"] in seeded["exchange_accounts"].values()]
+    assert [ln["debit"] - ln["credit"] for ln in exchange] == [Decimal("0.01")]
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
