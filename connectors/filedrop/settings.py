@@ -15,5 +15,5 @@ class FileDropSettings(ConnectorSettings):
 
     directory: Path = Field(
         default=Path("var/filedrop"), description="root folder the importers read: one file "
-        "per record at <directory>/<entity>/<canonical id>.json (relative: to the working "
-        "directory)")
+        "per record at `<directory>/<entity>/<canonical id>.json` (a relative path is relative "
+        "to the working directory)")

@@ -16,7 +16,8 @@ def _env(name: str) -> AliasChoices:
 
 
 class TrytonStockSettings(ConnectorSettings):
-    """Where the SCM's Tryton is; by default the ERP's own (TRYTON_*)."""
+    """Where the SCM's Tryton is; by default the ERP's own (TRYTON_*). Its timeouts and
+    connection pool are the ERP's (TRYTON_TIMEOUT_SECONDS ...)."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
     # the TOML tables likewise: [tryton_stock] over the ERP's [tryton]
