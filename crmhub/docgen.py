@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import io
 import json
 import math
 import re
 import sys
 import textwrap
+import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -84,6 +86,9 @@ def _source_description(cls: type, name: str) -> str:
     body = ast.parse(source).body[0]
     if not isinstance(body, ast.ClassDef):
         return ""
+    comments = {token.start[0]: token.string.lstrip("#").strip() for token in
+                tokenize.generate_tokens(io.StringIO(source).readline)
+                if token.type == tokenize.COMMENT}  # by line (1-based), never inside strings
     text = source.splitlines()
     for index, node in enumerate(body.body):
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
@@ -93,13 +98,13 @@ def _source_description(cls: type, name: str) -> str:
         if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) \
                 and isinstance(after.value.value, str):
             return " ".join(after.value.value.split())
-        last = text[(node.end_lineno or node.lineno) - 1]
-        if "#" in last:
-            return last.split("#", 1)[1].strip()
+        trailing = comments.get(node.end_lineno or node.lineno)
+        if trailing:
+            return trailing
         above: list[str] = []
-        row = node.lineno - 2
-        while row >= 0 and text[row].strip().startswith("#"):
-            above.insert(0, text[row].strip().lstrip("#").strip())
+        row = node.lineno - 1
+        while row > 0 and text[row - 1].strip().startswith("#"):
+            above.insert(0, comments.get(row, ""))
             row -= 1
         return " ".join(above)
     return ""

@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings
 from typer.testing import CliRunner
 
 import connectors.spec
@@ -76,3 +78,27 @@ def test_the_in_line_parser_reads_notes_apart_from_types() -> None:
 
 def test_hub_and_connectors_name_the_same_config_file() -> None:
     assert connectors.spec.CONFIG_FILE_ENV == crmhub.settings.CONFIG_FILE_ENV
+
+
+class _Described(BaseSettings):
+    # a heading above a commented field
+    commented: str = "#x"  # trailing wins
+    # two lines
+    # above it
+    above: int = 1
+    field: str = Field(default="", description="from Field(description=...)")
+    documented: str = "x"
+    """its docstring"""
+    bare: str = "#not a comment"
+    secret: SecretStr = SecretStr("hunter22")
+    bounded: float = Field(default=2.0, ge=1, le=10)
+
+
+def test_settings_descriptions_types_and_defaults_come_from_the_code() -> None:
+    said = {name: docgen.description(_Described, name) for name in _Described.model_fields}
+    assert said == {"commented": "trailing wins", "above": "two lines above it",
+                    "field": "from Field(description=...)", "documented": "its docstring",
+                    "bare": "", "secret": "", "bounded": ""}
+    table = docgen.settings_table(_Described)
+    assert "hunter22" not in table and "| secret | `***` (secret) |" in table
+    assert "| float 1–10 | `2.0` |" in table
