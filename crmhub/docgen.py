@@ -117,7 +117,7 @@ def type_text(annotation: Any) -> str:
         return " ".join(f"`{a}`" for a in args)
     if origin in (Union, UnionType):
         parts = [type_text(a) for a in args if a is not NoneType]
-        return " or ".join(parts) + (" or null" if NoneType in args else "")
+        return " or ".join(parts) + (" (optional)" if NoneType in args else "")
     if origin is list:
         return f"list of {type_text(args[0])}" if args else "list"
     if origin is dict:
@@ -164,7 +164,7 @@ def default_text(field: FieldInfo) -> str:
     if isinstance(value, SecretStr):
         return '`""`' if not value.get_secret_value() else "`***` (secret)"
     if value is None:
-        return "`null`"
+        return "(unset)"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, dict):
