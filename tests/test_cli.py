@@ -173,6 +173,11 @@ def test_config_check_validates_every_connector_by_its_variables(
     assert "BOTTLECRM_DEFAULT_CURRENCY: Value error, unknown ISO 4217" in result.output
     assert "APPROVAL_CREDIT_HOLD: Input should be a valid boolean" in result.output
     assert "hunter" not in result.output
+    from crmhub.cli import connector_secrets
+
+    # `crmhub run` still starts (the flows that use tryton refuse to, with the reason), and
+    # still redacts the valid connectors' secrets
+    assert "hunter33" in connector_secrets()
 
 
 def test_connectors_read_their_table_of_the_config_file(
