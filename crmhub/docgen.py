@@ -239,12 +239,13 @@ class Consumes:
 
 def consumes(line: str) -> Consumes:
     """Parse `canonical.order.v1 (order.won)   key: order id   group: erp-orders`; in the
-    parentheses, an event type may carry a note after a colon (`approval.decided: approved /
-    rejected`), and a part that is not a bare type (`data.number = ...`) is a note."""
+    parentheses, types are separated by commas or semicolons, a type may carry a note after
+    a colon (`approval.decided: approved / rejected`), and a part that is not a bare type
+    (`data.number = ...`) is a note."""
     topic = line.split()[0] if line.split() else ""
     inside = re.search(r"\(([^)]*)\)", line)
     types = set()
-    for part in (inside.group(1).split(",") if inside else []):
+    for part in (re.split(r"[,;]", inside.group(1)) if inside else []):
         found = _TYPE.match(part.strip())
         if found:
             types.add(found.group(1))

@@ -64,6 +64,9 @@ def test_the_in_line_parser_reads_notes_apart_from_types() -> None:
     said = docgen.consumes("canonical.order.v1 (order.accepted, data.number = the ERP's "
                            "number)   key: order id   group: crm-orders")
     assert said.types == frozenset({"order.accepted"}) and said.group == "crm-orders"
+    said = docgen.consumes("canonical.order.v1 (order.accepted: the ERP's number, totals; "
+                           "order.refused)   key: order id   group: crm-orders")
+    assert said.types == frozenset({"order.accepted", "order.refused"})
     fields = docgen.contract('''Summary: not a field.
 
     in:  bottlecrm.webhook.raw (account.created, deal.won)   key: CRM record id
