@@ -1,4 +1,8 @@
-"""The `crmhub` command: run, demo, status, topics, config, dlq, parked, schemas, backfill."""
+"""The `crmhub` command: run, demo, status, topics, config, dlq, parked, schemas, backfill, docs.
+
+With crmhub/app.py (to come) and crmhub/dev/, the one place that may import the catalogue
+(connectors, flows) as well as the runtime: it hands the runtime what it needs as arguments.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings
 
-from crmhub import logs
-from crmhub.settings import CONFIG_FILE_ENV, HubSettings
+from connectors.spec import ConnectorSettings, read_config_file
+from crmhub import docgen, logs
+from crmhub.settings import CONFIG_FILE_ENV, HubSettings, secret_values
 from crmhub.store import RawMessage, Store, describe_bytes
 
 app = typer.Typer(help="crmhub: CRM, ERP, supply chain and OA in sync over Kafka.",
@@ -51,18 +57,52 @@ def _store() -> Store:
     return store
 
 
-def settings_problems(exc: ValidationError) -> list[str]:
-    """One readable line per problem, naming the environment variable to fix."""
-    secret = {name for name, f in HubSettings.model_fields.items() if f.annotation is SecretStr}
+def settings_problems(exc: ValidationError,
+                      settings: type[BaseSettings] = HubSettings) -> list[str]:
+    """One readable line per problem, naming the environment variable to fix; the values of
+    secret fields are never shown."""
+    secret = {name for name, f in settings.model_fields.items() if f.annotation is SecretStr}
     problems = []
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error["loc"] else ""
-        name = f"CRMHUB_{field.upper()}" if field else "settings"
+        if field not in settings.model_fields:  # an alias (TRYTON_URL for tryton_stock's url)
+            field = next((name for name in settings.model_fields
+                          if field.upper() in docgen.env_names(settings, name)), field)
+        prefix = str(settings.model_config.get("env_prefix") or "")
+        if issubclass(settings, ConnectorSettings):  # TRYTON_STOCK_ for an alias-only class
+            prefix = prefix or f"{settings.tables()[-1].upper()}_"
+        whole = f"{prefix}*" if settings is not HubSettings else "settings"  # cross-field
+        name = (docgen.env_names(settings, field)[0] if field in settings.model_fields
+                else f"{prefix}{field.upper()}" if field else whole)
         given = error.get("input")
         shown = f" (got {given!r})" if field and field not in secret and not isinstance(
             given, dict) else ""
         problems.append(f"{name}: {error['msg']}{shown}")
     return problems
+
+
+def catalogue_settings() -> list[tuple[str, type[ConnectorSettings]]]:
+    """(name, settings class) of every connector (connectors.catalogue) and of the flows' own
+    rules (flows.SETTINGS): what `config check` validates and `docs` documents."""
+    from connectors.catalogue import CONNECTORS
+    from flows import SETTINGS
+
+    return [(spec.slug, spec.settings) for spec in CONNECTORS] + [
+        (cls.tables()[-1], cls) for cls in SETTINGS]
+
+
+def connector_secrets() -> list[str]:
+    """Every secret of the connectors' and flows' settings (environment or TOML), for the hub
+    to redact from logs and dead letters. A class whose settings are invalid is left out: its
+    flows refuse to start with the reason (and `crmhub config check` names it), while flows
+    that do not use it run as before."""
+    secrets: list[str] = []
+    for _, settings in catalogue_settings():
+        try:
+            secrets += secret_values(settings())
+        except ValidationError:
+            continue
+    return secrets
 
 
 # -- run / demo ------------------------------------------------------------------------------
@@ -86,7 +126,7 @@ async def _serve(settings: HubSettings, once: Any = None) -> int:
     from crmhub.hub import Hub
 
     started = time.monotonic()
-    hub = Hub(settings)
+    hub = Hub(settings, extra_secrets=connector_secrets())
     try:
         await hub.start()
     except BaseException:  # a refused start must not leave the embedded broker behind
@@ -292,7 +332,8 @@ def topics_create() -> None:
 
 @config_app.command("check")
 def config_check() -> None:
-    """Validate environment + the optional TOML file (CRMHUB_CONFIG); name every problem."""
+    """Validate environment + the optional TOML file (CRMHUB_CONFIG): the hub's settings and
+    every connector's (and the flows' rules); name every problem by its variable."""
     problems: list[str] = []
     config_file = os.environ.get(CONFIG_FILE_ENV)
     if config_file and not Path(config_file).is_file():
@@ -302,13 +343,24 @@ def config_check() -> None:
     problems.extend(f"{name}: not a crmhub setting (misspelt?)"
                     for name in sorted(os.environ) if name.startswith("CRMHUB_")
                     and name not in known)
+    catalogue = catalogue_settings()
+    problems += _unknown_connector_variables(catalogue)
     settings = None
     try:
+        problems += _unknown_tables(catalogue, read_config_file())
         settings = HubSettings()
     except ValidationError as exc:
         problems.extend(settings_problems(exc))
     except ValueError as exc:  # unreadable TOML
         problems.append(f"{CONFIG_FILE_ENV}: {exc}")
+    loaded: list[BaseSettings] = []
+    for _, cls in catalogue:
+        try:
+            loaded.append(cls())
+        except ValidationError as exc:
+            problems.extend(settings_problems(exc, cls))
+        except ValueError:  # unreadable TOML: reported once above
+            pass
     if problems:
         for problem in problems:
             typer.echo(f"problem: {problem}", err=True)
@@ -319,9 +371,48 @@ def config_check() -> None:
     for warning in transport_warnings(settings):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo("configuration OK")
-    for name, value in settings.model_dump().items():
-        shown = "**********" if "SecretStr" in type(getattr(settings, name)).__name__ else value
-        typer.echo(f"  CRMHUB_{name.upper()} = {shown}")
+    for item in (settings, *loaded):
+        for name in type(item).model_fields:
+            value = getattr(item, name)
+            shown = "**********" if isinstance(value, SecretStr) else value
+            typer.echo(f"  {docgen.env_names(type(item), name)[0]} = {shown}")
+
+
+def _unknown_connector_variables(
+        catalogue: list[tuple[str, type[ConnectorSettings]]]) -> list[str]:
+    """TRYTON_PASWORD and the like: a variable with a connector's prefix that no field reads
+    (the connectors themselves ignore unknown variables)."""
+    known = {env for _, cls in catalogue for name in cls.model_fields
+             for env in docgen.env_names(cls, name)}
+    prefixes = sorted(((f"{slug.upper()}_", slug) for slug, _ in catalogue),
+                      key=lambda p: -len(p[0]))  # TRYTON_STOCK_ before TRYTON_
+    problems = []
+    for variable in sorted(os.environ):
+        owner = next((slug for prefix, slug in prefixes if variable.startswith(prefix)), None)
+        if owner is not None and variable not in known:
+            problems.append(f"{variable}: not a setting of {owner} (misspelt?)")
+    return problems
+
+
+def _unknown_tables(catalogue: list[tuple[str, type[ConnectorSettings]]],
+                    config: dict[str, Any]) -> list[str]:
+    """Tables of the TOML file that no connector reads, and keys no field of theirs takes."""
+    readers: dict[str, list[type[ConnectorSettings]]] = {}
+    for _, cls in catalogue:
+        for table in cls.tables():
+            readers.setdefault(table, []).append(cls)
+    problems = []
+    for table, values in config.items():
+        if not isinstance(values, dict):
+            continue
+        if table not in readers:
+            problems.append(f"{CONFIG_FILE_ENV}: [{table}] is not read by anything (tables: "
+                            f"{', '.join(sorted(readers))})")
+            continue
+        problems.extend(f"{CONFIG_FILE_ENV}: [{table}] {key}: not a setting of {table} "
+                        "(misspelt?)" for key in values
+                        if not any(key in cls.model_fields for cls in readers[table]))
+    return problems
 
 
 @schemas_app.command("export")
@@ -444,6 +535,76 @@ def backfill_bottlecrm(kind: Annotated[str, typer.Argument(help="accounts or dea
                f"{len(counts.refused)} refused")
     for reason in counts.refused:
         typer.echo(f"  refused: {reason}", err=True)
+
+
+# -- docs ------------------------------------------------------------------------------------------
+SETTINGS_PREFACE = """Every setting is an environment variable and a key of the TOML file named by
+`CRMHUB_CONFIG`: the hub's at the top level, each connector's in its table (`[tryton]`, the
+`key` column). Where values come from, in which order, and how `crmhub config check` reports
+problems: [configuration.md](configuration.md). Booleans accept `true/false`, `1/0`, `yes/no`,
+`on/off`. Secrets are masked here and in `crmhub config check`, and redacted from logs and
+dead letters."""
+
+
+def generated_docs() -> dict[str, str]:
+    """The generated pages, by file name under docs/: settings.md and flows.md."""
+    from connectors.catalogue import CONNECTORS
+    from connectors.spec import STATUSES
+    from flows import FEEDS, FLOWS, SETTINGS
+
+    statuses = "; ".join(f"**{name}**: {meaning}" for name, meaning in STATUSES.items())
+    catalogue = "\n".join(
+        ["| connector | status | what it does |", "|---|---|---|"]
+        + [f"| [{spec.slug}](#{spec.slug}) | {spec.status} | {spec.summary} |"
+           for spec in CONNECTORS])
+    groups = [docgen.SettingsGroup(
+        "Hub", HubSettings, "`crmhub/settings.py` `HubSettings`: env prefix `CRMHUB_`, TOML "
+        "at the top level. Unknown `CRMHUB_*` variables and top-level keys are refused.")]
+    for index, spec in enumerate(CONNECTORS):
+        groups.append(docgen.SettingsGroup(
+            spec.slug, spec.settings, level=3,
+            intro=f"{spec.summary} (**{spec.status}**). {_about(spec.settings)}",
+            before="" if index else (
+                "## Connectors\n\nListed in `connectors/catalogue.py`, each declared by the "
+                "`SPEC` in its package. Unknown variables with a connector's prefix and "
+                "unknown keys in its table are reported by `crmhub config check`. Status: "
+                f"{statuses}.\n\n{catalogue}")))
+    for index, cls in enumerate(SETTINGS):
+        groups.append(docgen.SettingsGroup(
+            cls.tables()[-1], cls, level=3, intro=_about(cls),
+            before="" if index else (
+                "## Flow rules\n\nSettings of the flows themselves (`flows.SETTINGS`), "
+                "beyond their connectors'.")))
+    return {"settings.md": docgen.render_settings(groups, preface=SETTINGS_PREFACE),
+            "flows.md": docgen.render_flows(FLOWS, FEEDS)}
+
+
+def _about(cls: type[ConnectorSettings]) -> str:
+    """Where a settings class lives, which TOML tables it reads, and its own docstring."""
+    doc = " ".join(str(cls.__dict__.get("__doc__") or "").split())
+    tables = " over ".join(f"`[{table}]`" for table in reversed(cls.tables()))
+    return (f"`{cls.__module__.replace('.', '/')}.py` `{cls.__name__}`, TOML {tables}."
+            + (f" {doc}" if doc else ""))
+
+
+@app.command("docs")
+def docs(directory: Annotated[Path, typer.Argument(help="where the docs are")] = Path("docs"),
+         check: Annotated[bool, typer.Option(
+             "--check", help="change nothing; exit 1 if a page is stale")] = False) -> None:
+    """Write the pages generated from the code: settings.md (the settings classes of the hub,
+    every connector and the flows) and flows.md (the flow catalogue and its contracts)."""
+    stale = []
+    for name, text in generated_docs().items():
+        path = directory / name
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(path)
+        if not check:
+            path.write_text(text, encoding="utf-8")
+    verb = "stale" if check else "written"
+    typer.echo(", ".join(f"{path} {verb}" for path in stale) or "docs up to date")
+    if check and stale:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover

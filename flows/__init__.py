@@ -1,13 +1,15 @@
 """Every flow and change feed the hub can run, in two explicit lists. Adding one is one line.
 
 FLOWS consume canonical topics and write into a system; FEEDS poll a system that cannot push
-and publish canonical events.
+and publish canonical events; SETTINGS are the flows' own rules (beyond their connectors'),
+which `crmhub config check` validates and `crmhub docs` documents.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from connectors.spec import ConnectorSettings
 from crmhub.feed import Feed
 from crmhub.step import Flow
 from flows import (
@@ -23,6 +25,7 @@ from flows import (
     invoice_notices,
     invoice_state_to_crm,
     invoice_to_crm,
+    oa,
     oa_tasks,
     order_approval,
     order_notices,
@@ -61,4 +64,9 @@ FEEDS: list[Feed[Any, Any]] = [
     scm_shipments.feed,
     approval_replies.feed,
     oa_tasks.feed,
+]
+
+SETTINGS: list[type[ConnectorSettings]] = [
+    oa.ApprovalSettings,
+    oa.NotifySettings,
 ]

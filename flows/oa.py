@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from connectors.caldav.client import TaskList
 from connectors.chatbots.client import ChatRobots
 from connectors.matrix.client import MatrixClient
 from connectors.smtp.client import Mailer
+from connectors.spec import ConnectorSettings
 from mappings.oa import chatbot
 from mappings.oa.approval import ApprovalRules
 from mappings.oa.notice import Notice
@@ -32,8 +33,9 @@ log = logging.getLogger(__name__)
 _MAIL_NAMESPACE = uuid.UUID("3a9d5f7e-2c41-4b8e-9f0a-6d1e2b7c4a55")
 
 
-class ApprovalSettings(BaseSettings, ApprovalRules):
-    """The approval gate's rules (env prefix APPROVAL_); see ApprovalRules for each field.
+class ApprovalSettings(ConnectorSettings, ApprovalRules):
+    """The approval gate's rules (env prefix APPROVAL_, TOML table [approval]); see
+    ApprovalRules for each field.
 
     APPROVAL_APPROVERS is comma-separated; APPROVAL_AMOUNT_LIMITS is JSON
     ({"EUR": "50000", "CNY": "350000"}). No approvers = the gate is off.
@@ -61,8 +63,8 @@ def approval_rules() -> ApprovalRules:
     return ApprovalSettings().rules()
 
 
-class NotifySettings(BaseSettings):
-    """Who hears about what (env prefix NOTIFY_)."""
+class NotifySettings(ConnectorSettings):
+    """Who hears about what (env prefix NOTIFY_, TOML table [notify])."""
 
     model_config = SettingsConfigDict(env_prefix="NOTIFY_", extra="ignore")
 
@@ -71,6 +73,7 @@ class NotifySettings(BaseSettings):
     fallback_email: str = ""
     """Who gets an owner's mail when the order or customer names no owner (empty: nobody)."""
     language: Language = "en"
+    """Language of mails, robot messages and tasks (en, zh)."""
 
 
 @dataclass

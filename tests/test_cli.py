@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,83 @@ def test_config_check_reads_the_toml_file(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("CRMHUB_CONFIG", str(tmp_path / "missing.toml"))
     missing = runner.invoke(app, ["config", "check"])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+@pytest.fixture
+def no_connector_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No connector or flow-rule variable, and no config file, from the machine running us."""
+    from crmhub.cli import catalogue_settings
+
+    prefixes = tuple(f"{table.upper()}_" for _, cls in catalogue_settings()
+                     for table in cls.tables())
+    for name in list(os.environ):
+        if name.startswith(prefixes) or name == "CRMHUB_CONFIG":
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_config_check_validates_every_connector_by_its_variables(
+        no_connector_env: pytest.MonkeyPatch) -> None:
+    no_connector_env.setenv("TRYTON_TIMEOUT_SECONDS", "-1")
+    no_connector_env.setenv("TRYTON_PASWORD", "hunter22")  # misspelt: TRYTON_PASSWORD
+    no_connector_env.setenv("TRYTON_STOCK_URLL", "http://scm")
+    no_connector_env.setenv("BOTTLECRM_DEFAULT_CURRENCY", "XYZ")
+    no_connector_env.setenv("MATRIX_PASSWORD", "hunter33")
+    no_connector_env.setenv("APPROVAL_CREDIT_HOLD", "maybe")
+    result = runner.invoke(app, ["config", "check"])
+    assert result.exit_code == 1
+    assert "TRYTON_TIMEOUT_SECONDS: Input should be greater than 0 (got '-1')" in result.output
+    assert "TRYTON_PASWORD: not a setting of tryton (misspelt?)" in result.output
+    assert "TRYTON_STOCK_URLL: not a setting of tryton_stock (misspelt?)" in result.output
+    assert "BOTTLECRM_DEFAULT_CURRENCY: Value error, unknown ISO 4217" in result.output
+    assert "APPROVAL_CREDIT_HOLD: Input should be a valid boolean" in result.output
+    assert "hunter" not in result.output
+    from crmhub.cli import connector_secrets
+
+    # `crmhub run` still starts (the flows that use tryton refuse to, with the reason), and
+    # still redacts the valid connectors' secrets
+    assert "hunter33" in connector_secrets()
+
+
+def test_connectors_read_their_table_of_the_config_file(
+        no_connector_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from connectors.chatbots.settings import ChatbotSettings
+    from connectors.tryton.settings import TrytonSettings
+    from connectors.tryton_stock.settings import TrytonStockSettings
+    from crmhub.cli import connector_secrets
+    from crmhub.settings import HubSettings
+    from flows.oa import ApprovalSettings
+
+    config = tmp_path / "crmhub.toml"
+    config.write_text('workers_per_flow = 3\n'
+                      '[tryton]\nurl = "http://erp:8000"\ndatabase = "erp"\n'
+                      'password = "toml-erp-password"\ntimeout_seconds = 12\n'
+                      '[tryton_stock]\nurl = "http://scm:8000"\n'
+                      '[chatbots]\nwecom_webhook = "https://robot.example/send?key=toml-key"\n'
+                      '[approval]\napprovers = ["@lead:example.com"]\n'
+                      'amount_limits = { EUR = "1000" }\n')
+    no_connector_env.setenv("CRMHUB_CONFIG", str(config))
+    no_connector_env.setenv("TRYTON_USER", "from-env")  # the environment beats the file
+    erp, scm = TrytonSettings(), TrytonStockSettings()
+    assert (erp.url, erp.database, erp.user, erp.timeout_seconds) == (
+        "http://erp:8000", "erp", "from-env", 12.0)
+    assert (scm.url, scm.database) == ("http://scm:8000", "erp")  # [tryton_stock] over [tryton]
+    assert scm.password.get_secret_value() == "toml-erp-password"
+    assert ApprovalSettings().rules().amount_limits == {"EUR": Decimal("1000")}
+    assert HubSettings().workers_per_flow == 3  # the tables are not the hub's
+    secrets = connector_secrets()  # what `crmhub run` hands the hub to redact
+    assert "toml-erp-password" in secrets
+    assert ChatbotSettings().wecom_webhook.get_secret_value() in secrets
+    checked = runner.invoke(app, ["config", "check"])
+    assert checked.exit_code == 0, checked.output
+    assert "  TRYTON_URL = http://erp:8000" in checked.output
+    assert "  TRYTON_STOCK_URL = http://scm:8000" in checked.output
+    assert "toml-erp-password" not in checked.output and "toml-key" not in checked.output
+    config.write_text(config.read_text() + '[trytn]\nurl = "x"\n[smtp]\nhots = "x"\n')
+    typo = runner.invoke(app, ["config", "check"])
+    assert typo.exit_code == 1
+    assert "CRMHUB_CONFIG: [trytn] is not read by anything" in typo.output
+    assert "CRMHUB_CONFIG: [smtp] hots: not a setting of smtp (misspelt?)" in typo.output
 
 
 async def test_topics_create_on_a_configured_broker(broker: EmbeddedBroker,

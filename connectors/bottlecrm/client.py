@@ -30,7 +30,7 @@ from connectors.bottlecrm.models import (
     PaymentDraft,
 )
 from connectors.bottlecrm.settings import BottleCrmSettings
-from connectors.http import HttpClient, retry_after
+from connectors.http import HttpClient, classify_status, classify_transport, retry_after
 from crmhub.errors import AmountMismatch, HubError, PermanentError, TransientError
 
 SYSTEM = "bottlecrm"
@@ -276,23 +276,18 @@ def _dig_id(answer: Any, key: str) -> Any:
 
 
 def classify(exc: Exception) -> HubError:
-    """Every BottleCRM failure as a hub error. 400 keeps BottleCRM's JSON body (it says which
-    field is wrong); 401/403/404/422 and other 4xx cannot be retried; 429 (Retry-After), 5xx,
-    timeouts and refused connections can. Messages name the call, never the token."""
+    """Every BottleCRM failure as a hub error, by the shared HTTP policy (connectors/http.py).
+    Messages name the call, never the token."""
     if isinstance(exc, HubError):
         return exc
     if isinstance(exc, CrmFault):
-        where = f"bottlecrm {exc.method} {exc.path}"
-        if exc.status == 429 or exc.status >= 500:
-            return TransientError(f"{where}: HTTP {exc.status} {exc.body[:200]}",
-                                  system=SYSTEM, retry_after=exc.retry_after)
-        if exc.status in (401, 403):
-            return PermanentError(f"{where}: HTTP {exc.status} refused (token missing, "
-                                  f"revoked or without access): {exc.body[:200]}", system=SYSTEM)
-        return PermanentError(f"{where}: HTTP {exc.status} {exc.body[:1000]}", system=SYSTEM)
-    if isinstance(exc, httpx.TimeoutException):
-        return TransientError(f"bottlecrm: timed out ({type(exc).__name__})", system=SYSTEM)
+        return classify_status(
+            SYSTEM, f"{exc.method} {exc.path}", exc.status, exc.body,
+            retry_after=exc.retry_after,
+            # BottleCRM answers a wrong, revoked or out-of-scope token with 403, not 401 (its
+            # middleware denies before DRF could send WWW-Authenticate): that pauses too.
+            credential_statuses=frozenset({401, 403}), credentials_hint="BOTTLECRM_TOKEN",
+            body_limit=1000)  # a 400's JSON body names the wrong field: keep all of it
     if isinstance(exc, httpx.TransportError):
-        return TransientError(f"bottlecrm unreachable: {type(exc).__name__}: {exc}",
-                              system=SYSTEM)
+        return classify_transport(SYSTEM, "", exc)
     return PermanentError(f"bottlecrm: {type(exc).__name__}: {exc}", system=SYSTEM)

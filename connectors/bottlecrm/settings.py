@@ -5,12 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from connectors.spec import ConnectorSettings
 from schemas.canonical import CURRENCIES
 
 
-class BottleCrmSettings(BaseSettings):
+class BottleCrmSettings(ConnectorSettings):
     model_config = SettingsConfigDict(env_prefix="BOTTLECRM_", extra="ignore")
 
     url: str = Field(default="http://127.0.0.1:8000", description="BottleCRM's base URL")

@@ -10,6 +10,7 @@ has forgotten the token) and returns the next token.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ except ImportError as exc:  # crmhub[oa] not installed: refused when tasks are c
 from pydantic import BaseModel, ConfigDict
 
 from connectors.caldav.settings import CaldavSettings
+from connectors.http import classify_status, classify_transport
 from crmhub.errors import HubError, PermanentError, TransientError
 from crmhub.feed import Page
 from mappings.oa.task import from_vtodo, to_vtodo
@@ -107,8 +109,9 @@ class TaskList:
 
     async def get(self, uid: str) -> Task | None:
         def read() -> Task | None:
+            calendar = self._tasks()  # a 404 here is a wrong URL, not a missing task
             try:
-                return from_vtodo(self._tasks().todo_by_uid(uid).data)
+                return from_vtodo(calendar.todo_by_uid(uid).data)
             except dav_error.NotFoundError:
                 return None
         result = await self._run("get", read)
@@ -140,7 +143,8 @@ class TaskList:
 
 
 def classify(exc: BaseException, what: str = "") -> HubError:
-    """Connection problems and 5xx/429 can pass; refusals (401/403/404, bad data) will not."""
+    """Every CalDAV failure as a hub error: connection problems and timeouts can pass; HTTP
+    statuses go through the shared policy (connectors/http.py)."""
     if isinstance(exc, HubError):
         return exc
     if isinstance(exc, niquests.exceptions.SSLError):  # configuration: pause, say what
@@ -149,12 +153,21 @@ def classify(exc: BaseException, what: str = "") -> HubError:
                               "and CALDAV_URL", system=SYSTEM)
     if isinstance(exc, niquests.exceptions.ConnectionError | niquests.exceptions.Timeout
                   | TimeoutError | ConnectionError):
-        return TransientError(f"caldav {what}: {type(exc).__name__}", system=SYSTEM)
-    text = f"caldav {what}: {type(exc).__name__}: {str(exc)[:300]}"
-    if isinstance(exc, dav_error.AuthorizationError):
-        return PermanentError(text + " (check CALDAV_USERNAME / CALDAV_PASSWORD)", system=SYSTEM)
-    status = getattr(exc, "status", None) or getattr(exc, "reason", "")
-    if isinstance(exc, dav_error.DAVError) and any(
-            str(code) in str(status) + str(exc) for code in (429, 500, 502, 503, 504)):
-        return TransientError(text, system=SYSTEM)
-    return PermanentError(text, system=SYSTEM)
+        return classify_transport(SYSTEM, what, exc)
+    status = _status_of(exc) if isinstance(exc, dav_error.DAVError) else None
+    if isinstance(exc, dav_error.DAVError) and status is not None:
+        # The library keeps no response headers, so no Retry-After: a 429 or 503 waits the
+        # hub's own backoff. Radicale answers a wrong password with 401 (the default).
+        return classify_status(SYSTEM, what, status, f"{type(exc).__name__}: {exc.reason}",
+                               credentials_hint="CALDAV_USERNAME / CALDAV_PASSWORD")
+    return PermanentError(f"caldav {what}: {type(exc).__name__}: {str(exc)[:300]}",
+                          system=SYSTEM)
+
+
+def _status_of(exc: dav_error.DAVError) -> int | None:
+    """The HTTP status of a library error: its `status`, else the one its reason starts with
+    (errors raised before the library kept statuses read "503 Service Unavailable ...")."""
+    if isinstance(exc.status, int):
+        return exc.status
+    found = re.match(r"\s*([1-5]\d\d)\b", str(exc.reason))
+    return int(found.group(1)) if found else None

@@ -7,12 +7,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from connectors.spec import ConnectorSettings
 from connectors.tls import empty_is_none, readable_file, require_tls
 
 
-class CaldavSettings(BaseSettings):
+class CaldavSettings(ConnectorSettings):
     model_config = SettingsConfigDict(env_prefix="CALDAV_", extra="ignore")
 
     url: str = Field(default="http://127.0.0.1:5232/", description="CalDAV server URL; "

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from connectors.chatbots.settings import ChatbotSettings
+from connectors.http import classify_status, classify_transport, retry_after
 from crmhub.errors import HubError, PermanentError, TransientError
 
 SYSTEM = "chatbots"
@@ -46,9 +47,11 @@ def feishu_sign(secret: str, timestamp_s: int) -> str:
 
 
 class RobotFault(Exception):
-    def __init__(self, robot: str, status: int, code: int | None, message: str) -> None:
+    def __init__(self, robot: str, status: int, code: int | None, message: str,
+                 retry_after: float | None = None) -> None:
         super().__init__(f"{robot}: HTTP {status} code {code} {message}"[:300])
         self.robot, self.status, self.code, self.message = robot, status, code, message
+        self.retry_after = retry_after
 
 
 class ChatRobots:
@@ -99,26 +102,44 @@ class ChatRobots:
         url, body = self.request(robot, payload)
         try:
             answer = await self.http.post(url, json=body)
-            data = answer.json() if answer.content else {}
+            try:
+                data = answer.json() if answer.content else {}
+            except ValueError:
+                if answer.status_code == 200:
+                    raise  # a 200 that is not JSON: the URL is not a robot's
+                data = {}  # a proxy's or a busy server's page: its status decides
             code = data.get("errcode", data.get("code", 0)) if isinstance(data, dict) else None
             if answer.status_code != 200 or code not in (0, None):
                 message = str(data.get("errmsg", data.get("msg", "")) if isinstance(data, dict)
                               else "")[:200]
                 raise RobotFault(robot, answer.status_code,
-                                 code if isinstance(code, int) else None, message)
+                                 code if isinstance(code, int) else None, message,
+                                 retry_after(answer.headers.get("Retry-After")))
         except (httpx.HTTPError, RobotFault, ValueError) as exc:
             raise classify(exc, robot) from None  # the cause holds the URL: not chained
         return robot
 
 
 def classify(exc: BaseException, robot: str = "") -> HubError:
+    """Every robot failure as a hub error: the vendors' rate-limit codes wait a minute, other
+    error codes in a 200 answer (bad signature, bad key, bad payload) are refusals, and HTTP
+    statuses go through the shared policy (connectors/http.py)."""
     if isinstance(exc, HubError):
         return exc
-    if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
-        return TransientError(f"{robot} robot: {type(exc).__name__}", system=SYSTEM)
+    if isinstance(exc, httpx.TransportError):
+        # the webhook URL is the credential: keep even httpx's message out, as a proxy's
+        # error text may quote the URL
+        return classify_transport(SYSTEM, robot, exc, show_message=False)
     if isinstance(exc, RobotFault):
-        if exc.status == 429 or exc.status >= 500 or exc.code in _RATE_LIMITED:
-            return TransientError(f"{exc}", system=SYSTEM,
-                                  retry_after=60.0 if exc.code in _RATE_LIMITED else None)
-        return PermanentError(f"{exc}", system=SYSTEM)
+        if exc.code in _RATE_LIMITED:
+            return TransientError(f"{exc}", system=SYSTEM, retry_after=60.0)
+        if exc.status == 200:
+            return PermanentError(f"{exc}", system=SYSTEM)
+        return classify_status(
+            SYSTEM, robot, exc.status, f"code {exc.code} {exc.message}",
+            retry_after=exc.retry_after,
+            # A refused robot key is dead-lettered, not paused: robots are optional extras
+            # in notice flows that also send mail, and one wrong key must not hold back the
+            # mails; its dead letters replay once the key is fixed.
+            refused_credentials_pause=False, credentials_hint=f"CHATBOTS_{robot.upper()}_*")
     return PermanentError(f"{robot} robot: {type(exc).__name__}", system=SYSTEM)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from connectors.spec import ConnectorSettings
 
 
-class ChatbotSettings(BaseSettings):
+class ChatbotSettings(ConnectorSettings):
     model_config = SettingsConfigDict(env_prefix="CHATBOTS_", extra="ignore")
 
     dingtalk_webhook: SecretStr = Field(

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.http import HttpClient, retry_after
+from connectors.http import HttpClient, classify_status, classify_transport, retry_after
 from connectors.matrix.settings import MatrixSettings
 from crmhub.errors import HubError, PermanentError, TransientError
 
@@ -171,24 +171,25 @@ def _fault(what: str, answer: httpx.Response) -> MatrixFault:
 
 
 def classify(exc: BaseException) -> HubError:
-    """Every failure of a Matrix call as TransientError (a retry can help) or PermanentError."""
+    """Every failure of a Matrix call as TransientError (a retry can help) or PermanentError.
+    HTTP statuses go through the shared policy (connectors/http.py)."""
     if isinstance(exc, HubError):
         return exc
-    if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
-        return TransientError(f"matrix: {type(exc).__name__}: {exc}", system=SYSTEM)
+    if isinstance(exc, httpx.TransportError):
+        return classify_transport(SYSTEM, "", exc)
     if not isinstance(exc, MatrixFault):
         return PermanentError(f"matrix: {type(exc).__name__}: {exc}", system=SYSTEM)
-    if exc.status == 429 or exc.errcode == "M_LIMIT_EXCEEDED":
-        return TransientError(f"matrix {exc.what}: rate limited", system=SYSTEM,
-                              retry_after=exc.retry_after if exc.retry_after is not None else 5.0)
-    if exc.status >= 500 or exc.status == 408:
-        return TransientError(str(exc), system=SYSTEM, retry_after=exc.retry_after)
-    if exc.what == "login" and exc.status in (401, 403):
-        # wrong credentials: a configuration problem, so the flow pauses (and says why)
-        # instead of dead-lettering every request until someone fixes MATRIX_PASSWORD
-        return TransientError(f"matrix login refused ({exc.errcode}): check MATRIX_USER / "
-                              "MATRIX_PASSWORD", system=SYSTEM, retry_after=60.0)
-    if exc.errcode in _RELOGIN or exc.status == 401:
+    if exc.errcode in _RELOGIN:
+        # the access token the bot holds is gone (logout, expiry): call() logs in again and
+        # retries once; if that races, the step's retry logs in afresh
         return TransientError(f"matrix {exc.what}: token refused ({exc.errcode})",
                               system=SYSTEM)
-    return PermanentError(str(exc), system=SYSTEM)
+    return classify_status(
+        SYSTEM, exc.what, 429 if exc.errcode == "M_LIMIT_EXCEEDED" else exc.status,
+        f"{exc.errcode} {exc.error}", retry_after=exc.retry_after,
+        # Synapse's retry_after_ms is usually there; when not, its limiter refills in seconds
+        rate_limit_wait=5.0,
+        # Synapse answers a wrong password with 403 M_FORBIDDEN (so the login's 403 pauses);
+        # after login, a 403 is the bot's rights in one room and is dead-lettered.
+        credential_statuses=frozenset({401, 403}) if exc.what == "login" else frozenset({401}),
+        credentials_hint="MATRIX_USER / MATRIX_PASSWORD")

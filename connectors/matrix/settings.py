@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from connectors.spec import ConnectorSettings
 
 
-class MatrixSettings(BaseSettings):
+class MatrixSettings(ConnectorSettings):
     model_config = SettingsConfigDict(env_prefix="MATRIX_", extra="ignore")
 
     url: str = Field(default="http://127.0.0.1:8008", description="homeserver base URL")

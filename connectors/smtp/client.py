@@ -20,6 +20,7 @@ try:
 except ImportError as exc:  # crmhub[oa] not installed: refused when mail is configured
     aiosmtplib = absent("aiosmtplib", "oa", "SMTP mail", exc)
 
+from connectors.http import classify_transport, credentials_refused
 from connectors.smtp.settings import SmtpSettings
 from connectors.tls import verifying_context
 from crmhub.errors import HubError, PermanentError, TransientError
@@ -74,7 +75,8 @@ class Mailer:
 
 
 def classify(exc: BaseException) -> HubError:
-    """4xx replies, refused connections and timeouts can pass; 5xx replies will not."""
+    """4xx replies, refused connections and timeouts can pass; 5xx replies will not, but a
+    refused login pauses (connectors/http.py's policy for refused credentials)."""
     if isinstance(exc, HubError):
         return exc
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
@@ -84,10 +86,11 @@ def classify(exc: BaseException) -> HubError:
         return PermanentError(f"smtp: recipients refused {codes}", system=SYSTEM)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         text = f"smtp: {exc.code} {exc.message[:200]}"
+        if exc.code in (530, 534, 535, 538):
+            # authentication refused: the shared default for refused credentials, a pause
+            return credentials_refused(SYSTEM, text, hint="SMTP_USERNAME / SMTP_PASSWORD")
         if 400 <= exc.code < 500:
             return TransientError(text, system=SYSTEM)
-        if exc.code in (530, 534, 535, 538):  # authentication: a config problem, not the mail
-            return TransientError(text + " (check SMTP_USERNAME / SMTP_PASSWORD)", system=SYSTEM)
         return PermanentError(text, system=SYSTEM)
     verify = exc if isinstance(exc, ssl.SSLCertVerificationError) else exc.__cause__
     if isinstance(verify, ssl.SSLCertVerificationError):  # configuration: pause, say what
@@ -95,5 +98,5 @@ def classify(exc: BaseException) -> HubError:
                               f"({verify.verify_message}); check SMTP_CA_FILE and SMTP_HOST",
                               system=SYSTEM)
     if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
-        return TransientError(f"smtp: {type(exc).__name__}: {exc}", system=SYSTEM)
+        return classify_transport(SYSTEM, "", exc)
     return PermanentError(f"smtp: {type(exc).__name__}: {exc}", system=SYSTEM)

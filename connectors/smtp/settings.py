@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from connectors.spec import ConnectorSettings
 from connectors.tls import empty_is_none, readable_file, require_tls
 
 
-class SmtpSettings(BaseSettings):
+class SmtpSettings(ConnectorSettings):
     model_config = SettingsConfigDict(env_prefix="SMTP_", extra="ignore")
 
     host: str = Field(default="127.0.0.1", description="SMTP server")

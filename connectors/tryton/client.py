@@ -19,12 +19,15 @@ from typing import Any
 
 import httpx
 
-from connectors.http import HttpClient, retry_after
+from connectors.http import HttpClient, classify_status, classify_transport, retry_after
 from connectors.tryton.settings import TrytonSettings
 from crmhub.errors import HubError, PermanentError, TransientError
 
 SYSTEM = "tryton"
-LOGIN_RETRY_SECONDS = 60.0
+#: Tryton's login rate limiter answers 429 without Retry-After, and its window is long.
+RATE_LIMIT_WAIT_SECONDS = 60.0
+#: What Tryton means by a bare 4xx (it sends no body with them).
+_STATUS_MEANING = {403: "no access to this method", 404: "no such database or method"}
 #: Fault texts that mean "try again": lock waits, serialization failures, busy SQLite.
 _TRANSIENT_FAULTS = ("deadlock", "could not serialize", "database is locked",
                      "could not obtain lock", "lock timeout", "canceling statement",
@@ -124,15 +127,9 @@ class TrytonClient(HttpClient):
                 self.context = await self._post("model.res.user.get_preferences", [True, {}],
                                                 session)
             except TrytonFault as exc:
-                error = classify(exc)
-                if exc.method == "common.db.login" and exc.status in (401, 403):
-                    # A configuration problem, not the message's: pause the flows (the
-                    # target shows as down with this reason) instead of dead-lettering
-                    # everything; slow retries stay under Tryton's login rate limit.
-                    error = TransientError(f"tryton: login refused for user {s.user!r} on "
-                                           f"{s.database!r} (wrong user or password?)",
-                                           system=SYSTEM, retry_after=LOGIN_RETRY_SECONDS)
-                raise error from None  # the request held the password: keep it out of chains
+                # a refused login pauses the flows (classify); the request held the password:
+                # keep it out of chains
+                raise classify(exc) from None
             self._session = session
             return session
 
@@ -223,23 +220,27 @@ class TrytonClient(HttpClient):
 
 def classify(exc: BaseException, method: str = "") -> HubError:
     """Every failure of a Tryton call as TransientError (a retry can help) or PermanentError
-    (it cannot), with Tryton's own message kept and no credentials."""
+    (it cannot), with Tryton's own message kept and no credentials. HTTP statuses go through
+    the shared policy (connectors/http.py); faults in a 200 answer are Tryton's own."""
     if isinstance(exc, HubError):
         return exc
-    if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
-        return TransientError(f"tryton {method}: {type(exc).__name__}: {exc}", system=SYSTEM)
+    if isinstance(exc, httpx.TransportError):
+        return classify_transport(SYSTEM, method, exc)
     if not isinstance(exc, TrytonFault):
         return PermanentError(f"tryton {method}: {type(exc).__name__}: {exc}", system=SYSTEM)
     method, status, error = exc.method, exc.status, exc.error
-    if status == 429:
-        return TransientError(f"tryton {method}: rate limited (HTTP 429)", system=SYSTEM,
-                              retry_after=exc.retry_after or 60.0)
-    if status >= 500 or status == 408:
-        return TransientError(f"tryton {method}: HTTP {status} {error or ''}".strip(),
-                              system=SYSTEM, retry_after=exc.retry_after)
     if status != 200:
-        return PermanentError(f"tryton {method}: HTTP {status} (no such database, method or "
-                              "access)", system=SYSTEM)
+        login = method == "common.db.login"
+        meaning = "" if login else _STATUS_MEANING.get(status, "")
+        return classify_status(
+            SYSTEM, method, status, str(error) if error else meaning,
+            retry_after=exc.retry_after,
+            # a minute rather than the hub's short first backoff (see the constant)
+            rate_limit_wait=RATE_LIMIT_WAIT_SECONDS,
+            # trytond answers a wrong password with 403 (so the login's 403 pauses); after
+            # login, a 403 is the user's access to one method and is dead-lettered.
+            credential_statuses=frozenset({401, 403}) if login else frozenset({401}),
+            credentials_hint="TRYTON_USER / TRYTON_PASSWORD")
     name, detail = _fault(error)
     text = f"tryton {method}: {name}: {detail}" if name else f"tryton {method}: {detail}"
     if name == "ConcurrencyException" or any(w in detail.lower() for w in _TRANSIENT_FAULTS):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from connectors.spec import ConnectorSettings
 
 
-class TrytonSettings(BaseSettings):
+class TrytonSettings(ConnectorSettings):
     model_config = SettingsConfigDict(env_prefix="TRYTON_", extra="ignore")
 
     url: str = Field(default="http://127.0.0.1:8000", description="trytond's base URL")

@@ -12,36 +12,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from connectors.tryton.client import TrytonClient
 from connectors.tryton.erp import change_stamp, party_identifiers
 from connectors.tryton.models import TrytonShipment, TrytonShipmentMove
 from connectors.tryton.settings import TrytonSettings
+from connectors.tryton_stock.settings import TrytonStockSettings
 
 SYSTEM = "tryton_stock"
 #: Shipment states the feed publishes (see mappings.tryton_stock.shipment).
 MILESTONES = ["shipped", "done", "cancelled"]
-
-
-def _env(name: str) -> AliasChoices:
-    return AliasChoices(f"TRYTON_STOCK_{name}", f"TRYTON_{name}")
-
-
-class TrytonStockSettings(BaseSettings):
-    """Where the SCM's Tryton is; by default the ERP's own (TRYTON_*)."""
-
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
-
-    url: str = Field(default="http://127.0.0.1:8000", validation_alias=_env("URL"))
-    database: str = Field(default="tryton", validation_alias=_env("DATABASE"))
-    user: str = Field(default="admin", validation_alias=_env("USER"))
-    password: SecretStr = Field(default=SecretStr(""), validation_alias=_env("PASSWORD"))
-
-    def client_settings(self) -> TrytonSettings:
-        return TrytonSettings(url=self.url, database=self.database, user=self.user,
-                              password=self.password)
 
 
 class TrytonStock:

@@ -47,8 +47,12 @@ class ApprovalRules(BaseModel):
     approvers: list[str] = Field(default_factory=list)
     """Matrix user ids who may decide. Empty: the gate is off, no order waits."""
     reminder_seconds: float = Field(default=4 * 3600, gt=0)
+    """One reminder in the room after this long without a decision."""
     expiry_seconds: float = Field(default=48 * 3600, gt=0)
+    """Then the approval expires and the order never reaches the ERP. Orders waiting for
+    approval stay parked at least this + 1 h, whatever CRMHUB_PARK_TTL_SECONDS says."""
     language: Language = "en"
+    """Language of the room messages (en, zh)."""
 
     @property
     def enabled(self) -> bool:

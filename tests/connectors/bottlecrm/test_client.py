@@ -68,9 +68,11 @@ async def test_failures_are_classified_and_never_show_the_token(
                 "invoice_title": "x", "account_id": deal.account_id, "currency": "EUR"})
         assert "HTTP 400" in str(refused.value) and "contact_id" in str(refused.value)
     bad = settings.model_copy(update={"token": settings.token.__class__("bcrm_pat_wrong")})
-    async with BottleCrm(bad) as crm:
-        with pytest.raises(PermanentError, match="HTTP 40[13]") as denied:
+    async with BottleCrm(bad) as crm:  # a refused token pauses the flows (connectors/http.py)
+        with pytest.raises(TransientError, match="HTTP 40[13].*credentials refused "
+                           r"\(check BOTTLECRM_TOKEN\)") as denied:
             await crm.opportunity(deal.deal_id)
+        assert denied.value.retry_after == 60.0
         assert "bcrm_pat_wrong" not in str(denied.value)
     down = settings.model_copy(update={"url": f"http://127.0.0.1:{free_port()}",
                                        "connect_timeout_seconds": 1.0})
