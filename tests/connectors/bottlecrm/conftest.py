@@ -26,8 +26,8 @@ from crmhub import topics
 from crmhub.embedded import free_port
 from crmhub.http import HttpServer
 from crmhub.hub import Hub
-from crmhub.sandbox.bottlecrm import BottleCrmServer
-from crmhub.sandbox.tryton import TrytonServer
+from crmhub.dev.sandbox.bottlecrm import BottleCrmServer
+from crmhub.dev.sandbox.tryton import TrytonServer
 from crmhub.step import Flow
 from flows import (
     approval_to_crm,

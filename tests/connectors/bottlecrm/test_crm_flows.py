@@ -22,8 +22,8 @@ from connectors.bottlecrm.webhooks import sign
 from connectors.tryton.client import TrytonClient
 from crmhub import ingress, topics
 from crmhub.embedded import EmbeddedBroker
-from crmhub.sandbox import tryton_ops
-from crmhub.sandbox.tryton import template_info
+from crmhub.dev.sandbox import tryton_ops
+from crmhub.dev.sandbox.tryton import template_info
 from schemas.canonical import Approval
 from schemas.envelope import Event, Source
 from tests.conftest import eventually, publish, read_topic

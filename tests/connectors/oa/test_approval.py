@@ -18,7 +18,7 @@ from connectors.tryton.erp import TrytonErp
 from crmhub import topics
 from crmhub.feed import Feed
 from crmhub.hub import Hub
-from crmhub.sandbox import synapse
+from crmhub.dev.sandbox import synapse
 from crmhub.step import Flow
 from flows import (
     approval_decisions,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.tryton.settings import TrytonSettings
-from crmhub.sandbox.tryton import TrytonServer
+from crmhub.dev.sandbox.tryton import TrytonServer
 
 
 def started() -> Iterator[TrytonServer]:

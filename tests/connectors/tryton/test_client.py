@@ -15,7 +15,7 @@ import pytest
 from connectors.tryton.client import TrytonClient, decode, encode
 from connectors.tryton.settings import TrytonSettings
 from crmhub.errors import PermanentError, TransientError
-from crmhub.sandbox.tryton import TrytonServer
+from crmhub.dev.sandbox.tryton import TrytonServer
 
 
 class Counting(httpx.AsyncHTTPTransport):

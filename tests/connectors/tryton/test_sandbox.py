@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from crmhub.sandbox.tryton import (
+from crmhub.dev.sandbox.tryton import (
     PG_ORPHAN_SECONDS,
     PG_RUN_PREFIX,
     SEED_PRODUCTS,

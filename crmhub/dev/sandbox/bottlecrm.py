@@ -21,8 +21,8 @@ runs it every minute in production) sends what is due. The sandbox shortens BACK
 ``RETRY_SECONDS`` in both gunicorn and a dispatcher process that runs that task every
 ``DISPATCH_SECONDS``, so a delivery refused with a 503 really is sent again a few seconds later.
 
-    python -m crmhub.sandbox.bottlecrm prepare    # build, print timings (cold or warm)
-    python -m crmhub.sandbox.bottlecrm serve      # url and token until Ctrl-C
+    python -m crmhub.dev.sandbox.bottlecrm prepare    # build, print timings (cold or warm)
+    python -m crmhub.dev.sandbox.bottlecrm serve      # url and token until Ctrl-C
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from crmhub.embedded import free_port
-from crmhub.sandbox.common import (
+from crmhub.dev.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
     child_env,
@@ -534,7 +534,7 @@ class BottleCrmServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crmhub.sandbox.bottlecrm",
+    parser = argparse.ArgumentParser(prog="python -m crmhub.dev.sandbox.bottlecrm",
                                      description=f"BottleCRM {VERSION} sandbox")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare", help="build the venv and the migrated snapshot")

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Self
 
 from crmhub.embedded import free_port
-from crmhub.sandbox.common import (
+from crmhub.dev.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
     child_env,

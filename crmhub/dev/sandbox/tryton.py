@@ -19,8 +19,8 @@ built once per server, stamped in their database comment) and drops it on stop()
 Everything that fails raises ``RuntimeError`` naming the command, its exit code and the end
 of its log; every wait has a deadline.
 
-    python -m crmhub.sandbox.tryton prepare [--backend postgresql]   # build, print timings
-    python -m crmhub.sandbox.tryton serve [--backend postgresql]     # url/db/user until Ctrl-C
+    python -m crmhub.dev.sandbox.tryton prepare [--backend postgresql]   # build, print timings
+    python -m crmhub.dev.sandbox.tryton serve [--backend postgresql]     # url/db/user until Ctrl-C
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from crmhub.embedded import free_port
-from crmhub.sandbox.common import (
+from crmhub.dev.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
     child_env,
@@ -1039,7 +1039,7 @@ with open(result_path, 'w') as handle:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m crmhub.sandbox.tryton", description="Tryton 8.0 sandbox"
+        prog="python -m crmhub.dev.sandbox.tryton", description="Tryton 8.0 sandbox"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="build the venv and the template database")

@@ -30,8 +30,8 @@ from aiokafka import AIOKafkaConsumer
 from connectors.tryton.client import TrytonClient
 from crmhub import topics
 from crmhub.hub import Hub
-from crmhub.sandbox import tryton_ops
-from crmhub.sandbox.bottlecrm import BottleCrmServer
+from crmhub.dev.sandbox import tryton_ops
+from crmhub.dev.sandbox.bottlecrm import BottleCrmServer
 from crmhub.settings import HubSettings
 from schemas.canonical import Address, Customer, Order
 from schemas.envelope import Event, Source
@@ -342,9 +342,9 @@ def start_oa_sandboxes(say: Timeline) -> OaSandboxes:
     """Start the OA servers and point the hub's connectors at them (env vars)."""
     import os
 
-    from crmhub.sandbox import synapse
-    from crmhub.sandbox.oa import MailServer, TaskServer
-    from crmhub.sandbox.synapse import SynapseServer
+    from crmhub.dev.sandbox import synapse
+    from crmhub.dev.sandbox.oa import MailServer, TaskServer
+    from crmhub.dev.sandbox.synapse import SynapseServer
 
     say("starting the OA sandboxes: Synapse (approvals), aiosmtpd (mail), Radicale (tasks)")
     oa = OaSandboxes()
@@ -382,7 +382,7 @@ async def run_approval_scenario(hub: Hub, say: Timeline, oa: OaSandboxes,
 
     import httpx
 
-    from crmhub.sandbox.synapse import user_id
+    from crmhub.dev.sandbox.synapse import user_id
 
     store = hub.store
     big = _order("O-1003", "C-2", "EUR", [
