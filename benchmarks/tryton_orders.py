@@ -27,9 +27,9 @@ from typing import Any
 
 from connectors.tryton.erp import TrytonErp
 from connectors.tryton.settings import TrytonSettings
+from crmhub.dev.sandbox.tryton import TrytonServer
 from crmhub.embedded import EmbeddedBroker
 from crmhub.hub import Hub
-from crmhub.dev.sandbox.tryton import TrytonServer
 from crmhub.settings import HubSettings
 from flows import customer_to_erp, order_to_erp
 from mappings.tryton import customer as customer_mapping

@@ -29,9 +29,9 @@ from aiokafka import AIOKafkaConsumer
 
 from connectors.tryton.client import TrytonClient
 from crmhub import topics
-from crmhub.hub import Hub
 from crmhub.dev.sandbox import tryton_ops
 from crmhub.dev.sandbox.bottlecrm import BottleCrmServer
+from crmhub.hub import Hub
 from crmhub.settings import HubSettings
 from schemas.canonical import Address, Customer, Order
 from schemas.envelope import Event, Source

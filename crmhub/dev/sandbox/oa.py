@@ -26,7 +26,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from crmhub.embedded import free_port
 from crmhub.dev.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
@@ -36,6 +35,7 @@ from crmhub.dev.sandbox.common import (
     spawn,
     wait_ready,
 )
+from crmhub.embedded import free_port
 
 AIOSMTPD_VERSION = "1.4.6"
 RADICALE_VERSION = "3.9.0"

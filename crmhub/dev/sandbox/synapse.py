@@ -40,7 +40,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from crmhub.embedded import free_port
 from crmhub.dev.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
@@ -54,6 +53,7 @@ from crmhub.dev.sandbox.common import (
     wait_ready,
     write_json,
 )
+from crmhub.embedded import free_port
 
 VERSION = "1.163.2"
 HOME = SANDBOX_ROOT / f"synapse-{VERSION}"
