@@ -29,6 +29,8 @@ from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SANDBOX_ROOT = Path(os.environ.get("CRMHUB_SANDBOX_DIR") or REPO_ROOT / ".sandbox")
+#: The scripts the sandboxes copy next to a system and run with its venv's python.
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
 LOG_TAIL_LINES = 40
 INSTALL_TIMEOUT = 900.0
 
