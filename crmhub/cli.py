@@ -167,7 +167,6 @@ def demo(once: Annotated[bool, typer.Option(
     order to paid invoice and delivery, plus an order approved in the chat."""
     _source_checkout_only("the demo")
     from connectors.tryton.client import TrytonClient
-    from connectors.tryton.settings import TrytonSettings
     from crmhub.dev.demo import (
         DEMO_DIR,
         Timeline,
@@ -195,8 +194,7 @@ def demo(once: Annotated[bool, typer.Option(
         raise typer.Exit(1) from exc
     say(f"Tryton 8.0 at {erp_server.url} (database {erp_server.database}, "
         f"started in {erp_server.start_seconds:.1f}s)")
-    tryton = TrytonSettings(url=erp_server.url, database=erp_server.database,
-                            user=erp_server.user, password=erp_server.password)
+    tryton = erp_server.settings()
     for name, value in (("URL", tryton.url), ("DATABASE", tryton.database),
                         ("USER", tryton.user), ("PASSWORD", tryton.password.get_secret_value())):
         os.environ[f"TRYTON_{name}"] = value

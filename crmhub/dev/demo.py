@@ -208,13 +208,16 @@ async def _read_events(hub: Hub, names: tuple[str, ...]) -> list[dict[str, Any]]
     return events
 
 
-async def _until(check: Callable[[], Any], timeout: float) -> bool:
+async def _until(check: Callable[[], Any], timeout: float) -> Any:
+    """The first truthy value of ``check()`` (run on a thread: it may block on the store or
+    the CRM's API), polled every 0.1 s; None after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await asyncio.to_thread(check):
-            return True
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
         await asyncio.sleep(0.1)
-    return False
+    return None
 
 
 async def run_crm_scenario(hub: Hub, say: Timeline, crm: BottleCrmServer, erp: TrytonClient,
@@ -225,7 +228,7 @@ async def run_crm_scenario(hub: Hub, say: Timeline, crm: BottleCrmServer, erp: T
     store = hub.store
 
     async def until(what: str, check: Callable[[], Any], since: float) -> Any:
-        found = await _until_value(check, timeout)
+        found = await _until(check, timeout)
         if found is None:
             say(f"{what} did not happen within {timeout:.0f}s: {store.summary()}")
         else:
@@ -312,15 +315,6 @@ def _crm_comments(crm: BottleCrmServer, deal: str) -> list[str]:
 def _crm_status_is(crm: BottleCrmServer, invoice: str, status: str) -> bool:
     return bool(crm.api("GET", f"/api/invoices/{invoice}/")["invoice"]["status"] == status)
 
-
-async def _until_value(check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    return None
 
 
 # -- the OA part: an approval answered by a scripted approver ---------------------------------

@@ -43,5 +43,4 @@ def own_tryton() -> Iterator[TrytonServer]:
 
 
 def settings_for(server: TrytonServer) -> TrytonSettings:
-    return TrytonSettings(url=server.url, database=server.database, user=server.user,
-                          password=server.password, timeout_seconds=60.0)
+    return server.settings(timeout_seconds=60.0)
