@@ -283,7 +283,7 @@ def _logs_in(settings: TrytonSettings) -> bool:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             pool.submit(lambda: asyncio.run(login())).result()
     except TransientError as exc:
-        if "login refused" in str(exc):  # the client pauses on a refused login: we give up
+        if "credentials refused" in str(exc):  # connectors.http: the hub would pause; we stop
             raise PermanentError(str(exc), system=exc.system) from None
         return False
     return True
