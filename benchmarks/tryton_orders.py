@@ -27,9 +27,9 @@ from typing import Any
 
 from connectors.tryton.erp import TrytonErp
 from connectors.tryton.settings import TrytonSettings
+from crmhub.dev.sandbox.tryton import TrytonServer
 from crmhub.embedded import EmbeddedBroker
 from crmhub.hub import Hub
-from crmhub.sandbox.tryton import TrytonServer
 from crmhub.settings import HubSettings
 from flows import customer_to_erp, order_to_erp
 from mappings.tryton import customer as customer_mapping
@@ -140,8 +140,7 @@ async def main(n: int, workers: int) -> dict[str, Any]:
     started = time.perf_counter()
     with TrytonServer(backend="postgresql") as server:
         ready = time.perf_counter() - started
-        settings = TrytonSettings(url=server.url, database=server.database, user=server.user,
-                                  password=server.password)
+        settings = server.settings()
         # the direct path's customers are created the same way the hub creates them
         erp = TrytonErp(settings)
         direct_customers = [f"D{run}-{i}" for i in range(workers)]

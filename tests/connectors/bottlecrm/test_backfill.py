@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from crmhub import topics
+from crmhub.dev.sandbox.bottlecrm import BottleCrmServer
 from crmhub.embedded import EmbeddedBroker
-from crmhub.sandbox.bottlecrm import BottleCrmServer
 from crmhub.store import Store
 from tests.conftest import read_topic
 from tests.connectors.bottlecrm.conftest import in_thread, new_account, new_deal, unique, win

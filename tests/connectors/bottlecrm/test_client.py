@@ -9,9 +9,9 @@ import pytest
 
 from connectors.bottlecrm.client import BottleCrm
 from connectors.bottlecrm.models import DealNote, PaymentDraft
+from crmhub.dev.sandbox.bottlecrm import BottleCrmServer
 from crmhub.embedded import free_port
 from crmhub.errors import PermanentError, TransientError
-from crmhub.sandbox.bottlecrm import BottleCrmServer
 from tests.connectors.bottlecrm.conftest import (
     comments,
     crm_settings,

@@ -21,9 +21,9 @@ from connectors.bottlecrm.client import BottleCrm
 from connectors.bottlecrm.webhooks import sign
 from connectors.tryton.client import TrytonClient
 from crmhub import ingress, topics
+from crmhub.dev.sandbox import tryton_ops
+from crmhub.dev.sandbox.tryton import template_info
 from crmhub.embedded import EmbeddedBroker
-from crmhub.sandbox import tryton_ops
-from crmhub.sandbox.tryton import template_info
 from schemas.canonical import Approval
 from schemas.envelope import Event, Source
 from tests.conftest import eventually, publish, read_topic

@@ -22,9 +22,9 @@ import pytest
 
 from connectors.bottlecrm.client import BottleCrm
 from connectors.tryton.client import TrytonClient
-from crmhub.sandbox import tryton_ops
-from crmhub.sandbox.bottlecrm import BottleCrmServer
-from crmhub.sandbox.tryton import template_info
+from crmhub.dev.sandbox import tryton_ops
+from crmhub.dev.sandbox.bottlecrm import BottleCrmServer
+from crmhub.dev.sandbox.tryton import template_info
 from tests.conftest import eventually
 from tests.connectors.bottlecrm.conftest import (
     LoopFactory,

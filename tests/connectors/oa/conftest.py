@@ -27,9 +27,9 @@ from connectors.caldav.settings import CaldavSettings
 from connectors.chatbots.settings import ChatbotSettings
 from connectors.matrix.settings import MatrixSettings
 from connectors.smtp.settings import SmtpSettings
-from crmhub.sandbox import synapse
-from crmhub.sandbox.oa import MailServer, TaskServer
-from crmhub.sandbox.synapse import SynapseServer
+from crmhub.dev.sandbox import synapse
+from crmhub.dev.sandbox.oa import MailServer, TaskServer
+from crmhub.dev.sandbox.synapse import SynapseServer
 from flows.oa import approval_rules
 from tests.connectors.tryton.conftest import started as tryton_started
 

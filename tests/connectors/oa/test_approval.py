@@ -16,9 +16,9 @@ from connectors.matrix.client import MatrixClient
 from connectors.tryton.client import TrytonClient
 from connectors.tryton.erp import TrytonErp
 from crmhub import topics
+from crmhub.dev.sandbox import synapse
 from crmhub.feed import Feed
 from crmhub.hub import Hub
-from crmhub.sandbox import synapse
 from crmhub.step import Flow
 from flows import (
     approval_decisions,

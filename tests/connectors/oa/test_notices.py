@@ -16,8 +16,8 @@ from connectors.caldav.client import TaskList
 from connectors.chatbots.client import ChatRobots
 from connectors.smtp.client import Mailer
 from crmhub import topics
+from crmhub.dev.sandbox.oa import MailServer, TaskServer
 from crmhub.hub import Hub
-from crmhub.sandbox.oa import MailServer, TaskServer
 from flows import customer_facts, invoice_notices, oa_tasks, order_notices, payment_notices
 from flows.oa import Notifier, NotifySettings
 from mappings.oa.task import overdue_task_id

@@ -15,8 +15,8 @@ from connectors.caldav.client import TaskList
 from connectors.caldav.settings import CaldavSettings
 from connectors.smtp.client import Mailer
 from connectors.smtp.settings import SmtpSettings
+from crmhub.dev.sandbox.oa import MailServer, TaskServer
 from crmhub.errors import TransientError
-from crmhub.sandbox.oa import MailServer, TaskServer
 from schemas.canonical import Task
 from tests.connectors.oa.conftest import mails_to, start_or_fail
 from tests.pki import TestCa

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.tryton.settings import TrytonSettings
-from crmhub.sandbox.tryton import TrytonServer
+from crmhub.dev.sandbox.tryton import TrytonServer
 
 
 def started() -> Iterator[TrytonServer]:
@@ -43,5 +43,4 @@ def own_tryton() -> Iterator[TrytonServer]:
 
 
 def settings_for(server: TrytonServer) -> TrytonSettings:
-    return TrytonSettings(url=server.url, database=server.database, user=server.user,
-                          password=server.password, timeout_seconds=60.0)
+    return server.settings(timeout_seconds=60.0)

@@ -14,8 +14,8 @@ import pytest
 
 from connectors.tryton.client import TrytonClient, decode, encode
 from connectors.tryton.settings import TrytonSettings
+from crmhub.dev.sandbox.tryton import TrytonServer
 from crmhub.errors import PermanentError, TransientError
-from crmhub.sandbox.tryton import TrytonServer
 
 
 class Counting(httpx.AsyncHTTPTransport):

@@ -18,10 +18,10 @@ from connectors.tryton.erp import TrytonErp
 from connectors.tryton.settings import TrytonSettings
 from connectors.tryton_stock.stock import TrytonStock
 from crmhub import topics
+from crmhub.dev.sandbox import tryton_ops
+from crmhub.dev.sandbox.tryton import TrytonServer, template_info
 from crmhub.feed import Feed
 from crmhub.hub import Hub
-from crmhub.sandbox import tryton_ops
-from crmhub.sandbox.tryton import TrytonServer, template_info
 from crmhub.step import Flow
 from flows import customer_to_erp, erp_invoices, erp_payments, order_to_erp, scm_shipments
 from mappings.tryton import order as order_mapping

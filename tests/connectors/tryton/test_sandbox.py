@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from crmhub.sandbox.tryton import (
+from crmhub.dev.sandbox.tryton import (
     PG_ORPHAN_SECONDS,
     PG_RUN_PREFIX,
     SEED_PRODUCTS,
@@ -140,6 +140,18 @@ def test_bad_session_and_bad_password_are_refused(tryton: TrytonServer, rpc: Rpc
     # that user sleep up to 2**failures - 1 s (remembered for [session] timeout seconds).
     response = rpc.post("common.db.login", ["intruder", {"password": "wrong-password"}, "en"])
     assert response.status_code in (401, 403)
+
+
+def test_a_server_whose_login_is_refused_fails_to_start_at_once() -> None:
+    """The readiness check is the connector's own login: a refusal ends the start with the
+    reason (no waiting for the start timeout), the password never shown, nothing left."""
+    server = TrytonServer(user="intruder", password="wrong-password-5c1e", start_timeout=30.0)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="login refused.*credentials refused") as refused:
+        server.start()
+    assert time.monotonic() - started < 20.0
+    assert "wrong-password-5c1e" not in str(refused.value)
+    assert not server.running and server.directory is None
 
 
 def test_seeded_products_are_found_by_code(tryton: TrytonServer, rpc: Rpc) -> None:

@@ -29,9 +29,9 @@ from aiokafka import AIOKafkaConsumer
 
 from connectors.tryton.client import TrytonClient
 from crmhub import topics
+from crmhub.dev.sandbox import tryton_ops
+from crmhub.dev.sandbox.bottlecrm import BottleCrmServer
 from crmhub.hub import Hub
-from crmhub.sandbox import tryton_ops
-from crmhub.sandbox.bottlecrm import BottleCrmServer
 from crmhub.settings import HubSettings
 from schemas.canonical import Address, Customer, Order
 from schemas.envelope import Event, Source
@@ -208,13 +208,16 @@ async def _read_events(hub: Hub, names: tuple[str, ...]) -> list[dict[str, Any]]
     return events
 
 
-async def _until(check: Callable[[], Any], timeout: float) -> bool:
+async def _until(check: Callable[[], Any], timeout: float) -> Any:
+    """The first truthy value of ``check()`` (run on a thread: it may block on the store or
+    the CRM's API), polled every 0.1 s; None after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await asyncio.to_thread(check):
-            return True
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
         await asyncio.sleep(0.1)
-    return False
+    return None
 
 
 async def run_crm_scenario(hub: Hub, say: Timeline, crm: BottleCrmServer, erp: TrytonClient,
@@ -225,7 +228,7 @@ async def run_crm_scenario(hub: Hub, say: Timeline, crm: BottleCrmServer, erp: T
     store = hub.store
 
     async def until(what: str, check: Callable[[], Any], since: float) -> Any:
-        found = await _until_value(check, timeout)
+        found = await _until(check, timeout)
         if found is None:
             say(f"{what} did not happen within {timeout:.0f}s: {store.summary()}")
         else:
@@ -313,15 +316,6 @@ def _crm_status_is(crm: BottleCrmServer, invoice: str, status: str) -> bool:
     return bool(crm.api("GET", f"/api/invoices/{invoice}/")["invoice"]["status"] == status)
 
 
-async def _until_value(check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    return None
-
 
 # -- the OA part: an approval answered by a scripted approver ---------------------------------
 @dataclass
@@ -342,9 +336,9 @@ def start_oa_sandboxes(say: Timeline) -> OaSandboxes:
     """Start the OA servers and point the hub's connectors at them (env vars)."""
     import os
 
-    from crmhub.sandbox import synapse
-    from crmhub.sandbox.oa import MailServer, TaskServer
-    from crmhub.sandbox.synapse import SynapseServer
+    from crmhub.dev.sandbox import synapse
+    from crmhub.dev.sandbox.oa import MailServer, TaskServer
+    from crmhub.dev.sandbox.synapse import SynapseServer
 
     say("starting the OA sandboxes: Synapse (approvals), aiosmtpd (mail), Radicale (tasks)")
     oa = OaSandboxes()
@@ -382,7 +376,7 @@ async def run_approval_scenario(hub: Hub, say: Timeline, oa: OaSandboxes,
 
     import httpx
 
-    from crmhub.sandbox.synapse import user_id
+    from crmhub.dev.sandbox.synapse import user_id
 
     store = hub.store
     big = _order("O-1003", "C-2", "EUR", [

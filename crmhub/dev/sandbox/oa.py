@@ -26,8 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from crmhub.embedded import free_port
-from crmhub.sandbox.common import (
+from crmhub.dev.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
     child_env,
@@ -36,6 +35,7 @@ from crmhub.sandbox.common import (
     spawn,
     wait_ready,
 )
+from crmhub.embedded import free_port
 
 AIOSMTPD_VERSION = "1.4.6"
 RADICALE_VERSION = "3.9.0"

@@ -4,13 +4,16 @@ snapshot with an org and an access token, gunicorn and a webhook dispatcher by P
 Layout under ``SANDBOX_ROOT`` (``$CRMHUB_SANDBOX_DIR`` or ``<repo>/.sandbox``, git-ignored)::
 
     bottlecrm-1.35.0/venv/            django-crm + gunicorn (stamp: .crmhub-stamp.json)
-    bottlecrm-1.35.0/snapshot/        crm.sqlite migrated and bootstrapped (stamp.json: the
+    bottlecrm-1.35.0/snapshot-<key>/  crm.sqlite migrated and bootstrapped (stamp.json: the
                                       org, the admin user and a personal access token)
     bottlecrm-1.35.0/*.lock, *.log    build locks and the logs of the last install / build
 
-Migrations take ~2 minutes (CPU-bound), so they run once per (version, settings) key; each
-``BottleCrmServer`` copies the snapshot into its own temp dir and serves it with gunicorn on a
-free port of 127.0.0.1. The settings module the sandbox writes imports ``crm.settings`` and
+``<key>`` is a short digest of what the snapshot depends on (what pip resolved, the settings
+module and the bootstrap script of ``scripts/``, the seed values), so checkouts at different
+versions sharing one sandbox folder each keep their own snapshot. Migrations take ~2 minutes
+(CPU-bound), so they run once per key; each ``BottleCrmServer`` copies the snapshot into its
+own temp dir and serves it with gunicorn on a free port of 127.0.0.1. The settings module
+(``scripts/crmhub_bottlecrm_settings.py``) imports ``crm.settings`` and
 changes what a test instance needs: SQLite, DEBUG, a 32+ byte SECRET_KEY, Celery run eagerly
 (a delivery is attempted inside the request that caused it), and the webhook SSRF guard
 relaxed so BottleCRM may call a hub on 127.0.0.1 at any port.
@@ -21,8 +24,8 @@ runs it every minute in production) sends what is due. The sandbox shortens BACK
 ``RETRY_SECONDS`` in both gunicorn and a dispatcher process that runs that task every
 ``DISPATCH_SECONDS``, so a delivery refused with a 503 really is sent again a few seconds later.
 
-    python -m crmhub.sandbox.bottlecrm prepare    # build, print timings (cold or warm)
-    python -m crmhub.sandbox.bottlecrm serve      # url and token until Ctrl-C
+    python -m crmhub.dev.sandbox.bottlecrm prepare    # build, print timings (cold or warm)
+    python -m crmhub.dev.sandbox.bottlecrm serve      # url and token until Ctrl-C
 """
 
 from __future__ import annotations
@@ -46,9 +49,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from crmhub.embedded import free_port
-from crmhub.sandbox.common import (
+from crmhub.dev.sandbox.common import (
     SANDBOX_ROOT,
+    SCRIPTS,
     Venv,
     child_env,
     http_ok,
@@ -61,6 +64,7 @@ from crmhub.sandbox.common import (
     wait_ready,
     write_json,
 )
+from crmhub.embedded import free_port
 
 VERSION = "1.35.0"
 HOME = SANDBOX_ROOT / f"bottlecrm-{VERSION}"
@@ -91,120 +95,13 @@ TIMINGS: dict[str, float] = {}
 VENV = Venv(HOME / "venv", REQUIREMENTS, MIN_PYTHON, "the BottleCRM sandbox",
             ("gunicorn", "django-admin"), 900.0, TIMINGS)
 
-#: The settings module every BottleCRM process of the sandbox loads (written into its dir).
-SETTINGS = '''\
-"""crmhub's BottleCRM sandbox: crm.settings for one local test instance."""
-import os
-
-from crm.settings import *  # noqa: F401,F403
-
-DEBUG = True
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ["CRMHUB_BOTTLECRM_DB"],
-        # gunicorn threads and the dispatcher write at once: wait for the lock, and take
-        # it at BEGIN so that no transaction has to upgrade (and fail) midway
-        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
-    }
-}
-CELERY_BROKER_URL = "memory://"
-CELERY_RESULT_BACKEND = "cache+memory://"
-CELERY_TASK_ALWAYS_EAGER = True
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-# The SSRF guard refuses loopback receivers and ports other than 443/80: a hub under test
-# listens on 127.0.0.1 at a free port. Test instances only.
-import webhooks.ssrf as _ssrf  # noqa: E402
-
-
-class _AnyPort:
-    def __contains__(self, port):
-        return True
-
-
-_ssrf.is_blocked = lambda ip: False
-_ssrf._allowed_ports = lambda: _AnyPort()
-'''
-
-#: Loaded by gunicorn and the dispatcher after Django: BottleCRM's retry schedule, shortened.
-PATCH = f'''\
-from datetime import timedelta
-
-import webhooks.tasks
-
-webhooks.tasks.BACKOFF = tuple(timedelta(seconds={RETRY_SECONDS}) for _ in webhooks.tasks.BACKOFF)
-'''
-
-WSGI = '''\
-from crm.wsgi import application  # noqa: F401  (sets Django up)
-
-import crmhub_bottlecrm_patch  # noqa: E402,F401
-'''
-
-#: What celery beat does every minute in production, every DISPATCH_SECONDS here.
-DISPATCHER = f'''\
-import time
-
-import django
-
-django.setup()
-import crmhub_bottlecrm_patch  # noqa: E402,F401
-from webhooks.tasks import dispatch_due_deliveries  # noqa: E402
-
-while True:
-    try:
-        dispatch_due_deliveries()
-    except Exception as exc:  # a locked database: next round
-        print("dispatch failed:", repr(exc), flush=True)
-    time.sleep({DISPATCH_SECONDS})
-'''
-
-#: Run once into the snapshot, after migrate: the admin user, the org and a personal access
-#: token, through BottleCRM's own API views (Django's test client: no server needed).
-BOOTSTRAP = '''\
-import io
-import json
-import sys
-
-import django
-
-django.setup()
-from django.core.management import call_command  # noqa: E402
-from django.test import Client  # noqa: E402
-
-email, org_name, result_path = sys.argv[1:4]
-out = io.StringIO()
-call_command("devlogin", email, "--create", stdout=out)
-access = [line.split()[-1] for line in out.getvalue().splitlines()
-          if line.startswith("access_token:")][0]
-client = Client()
-
-
-def call(method, path, token, body=None):
-    response = getattr(client, method)(path, data=json.dumps(body or {}),
-                                       content_type="application/json",
-                                       HTTP_AUTHORIZATION=f"Bearer {token}")
-    if response.status_code >= 300:
-        raise SystemExit(f"{method.upper()} {path}: {response.status_code} "
-                         f"{response.content[:500]!r}")
-    return response.json()
-
-
-org = call("post", "/api/org/", access, {"name": org_name})
-org_id = org.get("org", {}).get("id") or org.get("id")
-switched = call("post", "/api/auth/switch-org/", access, {"org_id": org_id})
-org_access = switched.get("access_token") or switched.get("access")
-minted = call("post", "/api/profile/tokens/", org_access, {"name": "crmhub"})
-products = {}
-for sku, name, price in json.loads(sys.argv[4]):
-    made = call("post", "/api/invoices/products/", org_access,
-                {"name": name, "sku": sku, "price": price, "currency": "EUR"})
-    products[sku] = made["product"]["id"]
-with open(result_path, "w") as handle:
-    json.dump({"org": org, "switched": switched, "token": minted, "products": products}, handle)
-'''
+#: The files every BottleCRM process of the sandbox loads, copied into its folder from
+#: scripts/: the settings module, the retry patch, the WSGI entry and the dispatcher.
+SUPPORT: tuple[str, ...] = (f"{SETTINGS_MODULE}.py", "crmhub_bottlecrm_patch.py",
+                            "crmhub_bottlecrm_wsgi.py", "crmhub_bottlecrm_dispatch.py")
+#: Run once into the snapshot, after migrate: the admin user, the org, a personal access
+#: token and the products.
+BOOTSTRAP = SCRIPTS / "bottlecrm_bootstrap.py"
 
 
 # --------------------------------------------------------------------------- venv / snapshot
@@ -216,7 +113,9 @@ def ensure_venv() -> Path:
 
 
 def snapshot_dir() -> Path:
-    return HOME / "snapshot"
+    """The folder of the snapshot of the current venv, settings and bootstrap (built or not):
+    checkouts at different versions sharing one sandbox folder keep one each."""
+    return HOME / f"snapshot-{_snapshot_key()[:12]}"
 
 
 def snapshot_db() -> Path:
@@ -226,8 +125,9 @@ def snapshot_db() -> Path:
 def _snapshot_key() -> str:
     """What the snapshot depends on: the resolved packages, the settings, the bootstrap."""
     stamp = VENV.stamp() or {}
-    material = {"freeze": stamp.get("freeze", []), "settings": SETTINGS,
-                "bootstrap": BOOTSTRAP, "bootstrap_version": BOOTSTRAP_VERSION,
+    material = {"freeze": stamp.get("freeze", []),
+                "settings": (SCRIPTS / f"{SETTINGS_MODULE}.py").read_text(),
+                "bootstrap": BOOTSTRAP.read_text(), "bootstrap_version": BOOTSTRAP_VERSION,
                 "products": PRODUCTS,
                 "email": ADMIN_EMAIL, "org": ORG_NAME, "secret": SECRET_KEY}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -243,10 +143,8 @@ def _snapshot_ok(key: str) -> dict[str, Any] | None:
 def _write_support(directory: Path) -> None:
     """The settings module, the retry patch, the WSGI entry and the dispatcher script."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{SETTINGS_MODULE}.py").write_text(SETTINGS)
-    (directory / "crmhub_bottlecrm_patch.py").write_text(PATCH)
-    (directory / "crmhub_bottlecrm_wsgi.py").write_text(WSGI)
-    (directory / "crmhub_bottlecrm_dispatch.py").write_text(DISPATCHER)
+    for name in SUPPORT:
+        shutil.copyfile(SCRIPTS / name, directory / name)
 
 
 def _env(directory: Path, db: Path) -> dict[str, str]:
@@ -254,6 +152,8 @@ def _env(directory: Path, db: Path) -> dict[str, str]:
         "PYTHONPATH": str(directory), "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
         "CRMHUB_BOTTLECRM_DB": str(db), "SECRET_KEY": SECRET_KEY, "ENV_TYPE": "dev",
         "DEBUG": "True", "PYTHONWARNINGS": "ignore",
+        "CRMHUB_BOTTLECRM_RETRY_SECONDS": str(RETRY_SECONDS),
+        "CRMHUB_BOTTLECRM_DISPATCH_SECONDS": str(DISPATCH_SECONDS),
     }, drop_prefixes=("DJANGO_", "BOTTLECRM_", "CELERY_", "DB"))
 
 
@@ -265,7 +165,7 @@ def ensure_snapshot() -> Path:
     stamp = _snapshot_ok(key)
     cached = stamp is not None
     if stamp is None:
-        with locked(HOME / "snapshot.lock"):
+        with locked(HOME / f"{snapshot_dir().name}.lock"):
             stamp = _snapshot_ok(key)
             cached = stamp is not None
             if stamp is None:
@@ -279,7 +179,7 @@ def ensure_snapshot() -> Path:
 
 def _build_snapshot(key: str) -> dict[str, Any]:
     staging = Path(tempfile.mkdtemp(prefix="crmhub-bottlecrm-build-", dir=HOME))
-    log = HOME / "snapshot-build.log"
+    log = HOME / f"{snapshot_dir().name}-build.log"
     log.write_text("")
     try:
         _write_support(staging)
@@ -290,7 +190,7 @@ def _build_snapshot(key: str) -> dict[str, Any]:
             cwd=staging)
         migrate_seconds = time.monotonic() - started
         result = staging / "bootstrap.json"
-        run([VENV.bin("python"), "-c", BOOTSTRAP, ADMIN_EMAIL, ORG_NAME, result,
+        run([VENV.bin("python"), BOOTSTRAP, ADMIN_EMAIL, ORG_NAME, result,
              json.dumps(PRODUCTS)], log, 300, env, cwd=staging)
         boot = json.loads(result.read_text())
         token = boot["token"]
@@ -534,7 +434,7 @@ class BottleCrmServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crmhub.sandbox.bottlecrm",
+    parser = argparse.ArgumentParser(prog="python -m crmhub.dev.sandbox.bottlecrm",
                                      description=f"BottleCRM {VERSION} sandbox")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare", help="build the venv and the migrated snapshot")

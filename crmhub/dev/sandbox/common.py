@@ -25,12 +25,16 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SANDBOX_ROOT = Path(os.environ.get("CRMHUB_SANDBOX_DIR") or REPO_ROOT / ".sandbox")
+#: The scripts the sandboxes copy next to a system and run with its venv's python.
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
 LOG_TAIL_LINES = 40
 INSTALL_TIMEOUT = 900.0
+
+T = TypeVar("T")
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -87,6 +91,22 @@ def spawn(cmd: Sequence[str | Path], out: IO[bytes], env: Mapping[str, str],
         raise RuntimeError(f"cannot run `{cmd[0]}`: {exc}") from exc
 
 
+def wait_until(check: Callable[[], T], timeout: float, expired: Callable[[], str],
+               interval: float = 0.1) -> T:
+    """Call ``check()`` every ``interval`` seconds until it returns something truthy, and
+    return that; after ``timeout`` seconds raise RuntimeError(``expired()``). ``check()`` may
+    raise to give up early. The one wait loop of the sandboxes: servers starting, databases
+    still busy, locks held by another builder."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise RuntimeError(expired())
+        time.sleep(interval)
+
+
 def wait_ready(proc: subprocess.Popen[bytes], cmd: Sequence[str | Path], log: Path,
                ready: Callable[[], bool], timeout: float, grace: float, what: str, *,
                last_attempt: bool = True, server_log: Path | None = None) -> bool:
@@ -98,26 +118,23 @@ def wait_ready(proc: subprocess.Popen[bytes], cmd: Sequence[str | Path], log: Pa
     that writes a log of its own names it as ``server_log``. ``ready()`` may raise
     RuntimeError itself to give up early (a refused login, say).
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def started() -> str:
         code = proc.poll()
         if code is not None:
             own = tail(server_log) if server_log is not None else tail(log)
             if not last_attempt and "Address already in use" in own:
-                return False
+                return "port taken"
             extra = f"; its own log:\n{own}" if server_log is not None else ""
             raise RuntimeError(failure(cmd, code, log, f"{what} stopped during start-up{extra}"))
-        try:
-            if ready():
-                return True
-        except RuntimeError:
-            kill_group(proc, grace)
-            raise
-        if time.monotonic() > deadline:
-            kill_group(proc, grace)
-            raise RuntimeError(failure(cmd, proc.returncode, log,
-                                       f"{what}: no answer within {timeout:.1f} s"))
-        time.sleep(0.1)
+        return "ready" if ready() else ""
+
+    try:
+        return wait_until(started, timeout, lambda: failure(
+            cmd, proc.returncode, log, f"{what}: no answer within {timeout:.1f} s")) == "ready"
+    except RuntimeError:
+        kill_group(proc, grace)  # a no-op when it already exited
+        raise
 
 
 def http_ok(url: str, timeout: float = 2.0, *, any_status: bool = False) -> bool:

@@ -13,8 +13,8 @@ users are made with ``register_new_matrix_user`` and the bot creates the room an
 join it. Each ``SynapseServer`` copies the template to its own temp dir and listens on a free
 port, so runs never share data.
 
-    python -m crmhub.sandbox.synapse prepare     # build, print timings
-    python -m crmhub.sandbox.synapse serve       # url, room and users until Ctrl-C
+    python -m crmhub.dev.sandbox.synapse prepare     # build, print timings
+    python -m crmhub.dev.sandbox.synapse serve       # url, room and users until Ctrl-C
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from crmhub.embedded import free_port
-from crmhub.sandbox.common import (
+from crmhub.dev.sandbox.common import (
     SANDBOX_ROOT,
     Venv,
     child_env,
@@ -54,6 +53,7 @@ from crmhub.sandbox.common import (
     wait_ready,
     write_json,
 )
+from crmhub.embedded import free_port
 
 VERSION = "1.163.2"
 HOME = SANDBOX_ROOT / f"synapse-{VERSION}"
@@ -327,7 +327,7 @@ class SynapseServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crmhub.sandbox.synapse",
+    parser = argparse.ArgumentParser(prog="python -m crmhub.dev.sandbox.synapse",
                                      description="Matrix Synapse sandbox")
     parser.add_argument("command", choices=["prepare", "serve"])
     args = parser.parse_args(argv)
